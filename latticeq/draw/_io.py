@@ -1,0 +1,82 @@
+"""Shared helpers for the drawing modules: output-path validation and atomic figure saving."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+FORMATS = ("png", "svg")
+
+
+def check_output_path(out, *, formats=FORMATS) -> Path:
+    """Validate an output path before any work is done.
+
+    Raises
+    ------
+    ValueError
+        If the suffix is not one of ``formats``.
+    FileNotFoundError
+        If the parent directory does not exist.
+    PermissionError
+        If the parent directory is not writable.
+    """
+    path = Path(out)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise ValueError(
+            f"output file {str(path)!r} has suffix {path.suffix or '(none)'!r}; "
+            f"allowed: {', '.join('.' + f for f in formats)}"
+        )
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write {str(path)!r}: directory {str(parent)!r} is not writable")
+    if path.is_dir():
+        raise ValueError(f"output path {str(path)!r} is a directory; give a file name")
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent or "."), prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_figure(fig, out, *, dpi: int = 130, metadata: dict | None = None) -> Path:
+    """Save a matplotlib figure atomically as PNG or SVG (chosen by the suffix) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    path = check_output_path(out)
+    fmt = path.suffix.lower().lstrip(".")
+    buf = io.BytesIO()
+    md = {"Software": "latticeq"}
+    if metadata:
+        md.update({k: str(v) for k, v in metadata.items()})
+    if fmt == "svg":
+        md = {"Creator": "latticeq"}
+    fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=md)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def new_figure(*args, **kwargs):
+    """``plt.subplots`` on the Agg backend (never opens a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
