@@ -1,0 +1,68 @@
+"""NSM estimation: exact values within standard errors, seeds, the sphere bound, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+from latticeq.design.nsm import estimate_nsm, sphere_bound
+from latticeq.lattice import Lattice, catalog
+
+
+def test_sphere_bound_known_values():
+    assert sphere_bound(1) == pytest.approx(1 / 12)
+    assert sphere_bound(2) == pytest.approx(1 / (4 * math.pi))
+    assert sphere_bound(3) == pytest.approx(math.gamma(2.5) ** (2 / 3) / (5 * math.pi))
+    # decreasing towards 1/(2πe)
+    vals = [sphere_bound(n) for n in range(1, 65)]
+    assert all(a > b for a, b in zip(vals, vals[1:]))
+    assert vals[-1] > 1 / (2 * math.pi * math.e)
+    with pytest.raises(ValueError, match="positive integer"):
+        sphere_bound(0)
+
+
+def test_integer_lattice_is_one_twelfth_in_any_basis():
+    # Z^3 in a skewed basis: the estimate does not depend on the basis
+    B = np.array([[1.0, 0, 0], [3.0, 1, 0], [-2.0, 5, 1]])
+    r = estimate_nsm(Lattice(B), samples=40_000, seed=3, progress=False)
+    assert abs(r.sigmas_from(1 / 12)) < 4
+    assert r.samples == 40_000 and r.dim == 3
+    np.testing.assert_allclose(r.tensor, np.eye(3) / 12, atol=0.004)
+
+
+def test_seed_gives_same_result_and_target_stderr_stops_early():
+    L = catalog.get("A2")
+    a = estimate_nsm(L, samples=20_000, seed=7, progress=False)
+    b = estimate_nsm(L, samples=20_000, seed=7, progress=False)
+    assert a.nsm == b.nsm and a.stderr == b.stderr
+    c = estimate_nsm(L, samples=1_000_000, seed=7, target_stderr=2e-4, batch=1000, progress=False)
+    assert c.samples < 1_000_000 and c.stderr <= 2e-4
+
+
+@pytest.mark.parametrize("name", ["A2", "A3*", "D4", "D5*", "E6*", "E7*"])
+def test_catalog_nsm_within_four_standard_errors(name):
+    L = catalog.get(name)
+    r = estimate_nsm(L, samples=100_000, seed=11, progress=False)
+    assert abs(r.sigmas_from(catalog.reference_nsm(name))) < 4, r
+
+
+def test_e8_nsm_at_a_million_samples():
+    r = estimate_nsm(catalog.get("E8"), samples=1_000_000, seed=0, progress=False)
+    assert abs(r.sigmas_from(929 / 12960)) < 3, r
+    assert r.tensor_deviation < 0.02
+
+
+@pytest.mark.slow
+def test_leech_nsm_at_a_million_samples():
+    r = estimate_nsm(catalog.get("Leech"), samples=1_000_000, seed=0, progress=False)
+    assert abs(r.sigmas_from(0.065771)) < 3, r
+
+
+def test_bad_input():
+    L = catalog.get("Z2")
+    with pytest.raises(ValueError, match="Lattice"):
+        estimate_nsm(np.eye(2))
+    with pytest.raises(ValueError, match="samples"):
+        estimate_nsm(L, samples=10)
+    with pytest.raises(ValueError, match="target_stderr"):
+        estimate_nsm(L, samples=1000, target_stderr=-1.0)
