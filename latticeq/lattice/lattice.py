@@ -298,7 +298,7 @@ class Lattice:
         return E[0] if single else E
 
     # ------------------------------------------------------------------ short vectors
-    def short_vectors(self, max_norm2: float, max_count: int = 5_000_000) -> tuple[np.ndarray, np.ndarray]:
+    def short_vectors(self, max_norm2: float, max_count: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
         """All nonzero lattice vectors of squared norm ≤ ``max_norm2``: (vectors (N, n), squared norms (N,)).
 
         Raises ValueError when more than ``max_count`` vectors qualify.
@@ -311,25 +311,27 @@ class Lattice:
         coords, norms = _sv(L, max_norm2, max_count=max_count)
         return coords.astype(np.float64) @ R, norms
 
+    def _short_norms(self, max_norm2: float, max_count: int) -> np.ndarray:
+        """Squared norms of all nonzero vectors with squared norm ≤ max_norm2 (counting mode)."""
+        from latticeq.lattice.decode.sphere import short_vectors as _sv
+        L, Q, R, U = self._prepare_decoding()
+        return _sv(L, float(max_norm2), max_count=max_count, coords=False)
+
     def minimum_norm(self) -> float:
         """Squared length of the shortest nonzero vector."""
         L, Q, R, U = self._prepare_decoding()
         bound = float(np.min(np.sum(R * R, axis=1))) * (1 + 1e-9)
-        _, norms = self.short_vectors(bound)
-        return float(norms.min())
+        return float(self._short_norms(bound, 2_000_000).min())
 
-    def kissing_number(self, rtol: float = 1e-6, max_count: int = 5_000_000) -> int:
+    def kissing_number(self, rtol: float = 1e-6, max_count: int = 2_000_000) -> int:
         """Number of lattice vectors of minimal norm."""
         m = self.minimum_norm()
-        _, norms = self.short_vectors(m * (1 + rtol), max_count=max_count)
+        norms = self._short_norms(m * (1 + rtol), max_count)
         return int(np.count_nonzero(norms <= m * (1 + rtol)))
 
     def theta_series(self, max_norm2: float, rtol: float = 1e-6, max_count: int = 20_000_000) -> Theta:
         """Counts of lattice vectors by squared norm up to ``max_norm2`` (the origin included)."""
-        from latticeq.lattice.decode.sphere import short_vectors as _sv
-        L, Q, R, U = self._prepare_decoding()
-        _, norms = _sv(L, float(max_norm2), max_count=max_count)
-        norms = np.sort(norms)
+        norms = np.sort(self._short_norms(max_norm2, max_count))
         shells, counts = [0.0], [1]
         for v in norms:
             if abs(v - shells[-1]) <= rtol * max(v, 1e-300):
