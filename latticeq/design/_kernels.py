@@ -1,0 +1,242 @@
+"""Compiled kernels shared by the design modules (SGD, fusion, NSM re-estimation).
+
+All kernels work on a lower-triangular generator ``Lt`` with positive diagonal whose rows are
+the basis vectors (a lattice point is ``u @ Lt``). They are self-contained numba code so that the
+whole SGD inner loop (sampling, exact closest point, update, periodic LLL reduction and
+re-triangularization) runs compiled.
+
+The closest-point search is the Schnorr–Euchner enumeration of Agrell, Eriksson, Vardy and
+Zeger, "Closest point search in lattices", IEEE Trans. IT 48 (2002), Algorithm "Decode",
+specialised to a lower-triangular basis: coordinate ``j`` of ``u @ Lt`` only involves
+``u_i`` for ``i >= j``, so the search descends from level ``n-1`` to level ``0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def decode_tri(Lt, x, u, best_u, c, dist, step):
+    """Exact closest lattice point of ``x`` for the triangular basis ``Lt`` (one point).
+
+    Writes the integer coordinates (as float64) into ``best_u`` and returns the squared
+    distance. ``u, c, step`` (length n) and ``dist`` (length n+1) are scratch arrays.
+    """
+    n = Lt.shape[0]
+    best = np.inf
+    k = n - 1
+    dist[n] = 0.0
+    c[k] = x[k] / Lt[k, k]
+    u[k] = np.floor(c[k] + 0.5)
+    step[k] = 1.0 if c[k] >= u[k] else -1.0
+    while True:
+        y = (c[k] - u[k]) * Lt[k, k]
+        d = dist[k + 1] + y * y
+        if d < best:
+            if k == 0:
+                best = d
+                for i in range(n):
+                    best_u[i] = u[i]
+                # siblings at level 0 are farther: go up
+                k = 1
+                if k >= n:
+                    break
+                u[k] += step[k]
+                step[k] = -step[k] - (1.0 if step[k] > 0 else -1.0)
+            else:
+                dist[k] = d
+                k -= 1
+                s = x[k]
+                for i in range(k + 1, n):
+                    s -= u[i] * Lt[i, k]
+                c[k] = s / Lt[k, k]
+                u[k] = np.floor(c[k] + 0.5)
+                step[k] = 1.0 if c[k] >= u[k] else -1.0
+        else:
+            k += 1
+            if k >= n:
+                break
+            u[k] += step[k]
+            step[k] = -step[k] - (1.0 if step[k] > 0 else -1.0)
+    return best
+
+
+@njit(cache=True)
+def closest_coords_tri(Lt, X):
+    """Batch exact closest coordinates: ``X`` (m, n) -> (U (m, n) int64, dist2 (m,))."""
+    m, n = X.shape
+    U = np.empty((m, n), dtype=np.int64)
+    d2 = np.empty(m)
+    u = np.empty(n)
+    bu = np.empty(n)
+    c = np.empty(n)
+    st = np.empty(n)
+    dist = np.empty(n + 1)
+    for r in range(m):
+        d2[r] = decode_tri(Lt, X[r], u, bu, c, dist, st)
+        for i in range(n):
+            U[r, i] = np.int64(bu[i])
+    return U, d2
+
+
+@njit(cache=True)
+def _gso(B, mu, bb):
+    n = B.shape[0]
+    bstar = np.empty_like(B)
+    for i in range(n):
+        for k in range(B.shape[1]):
+            bstar[i, k] = B[i, k]
+        for j in range(i):
+            s = 0.0
+            for k in range(B.shape[1]):
+                s += B[i, k] * bstar[j, k]
+            mu[i, j] = s / bb[j]
+            for k in range(B.shape[1]):
+                bstar[i, k] -= mu[i, j] * bstar[j, k]
+        s = 0.0
+        for k in range(B.shape[1]):
+            s += bstar[i, k] * bstar[i, k]
+        bb[i] = s
+        mu[i, i] = 1.0
+
+
+@njit(cache=True)
+def lll_float(B, delta=0.99):
+    """Textbook LLL (Lenstra–Lenstra–Lovász 1982) in floating point, in place on the rows of B.
+
+    Meant for the small, already nearly reduced bases that occur inside SGD; the Gram–Schmidt
+    data are recomputed after every swap, which is O(n^3) but swaps are rare there.
+    """
+    n = B.shape[0]
+    mu = np.zeros((n, n))
+    bb = np.empty(n)
+    _gso(B, mu, bb)
+    k = 1
+    while k < n:
+        for j in range(k - 1, -1, -1):
+            q = np.floor(mu[k, j] + 0.5)
+            if q != 0.0:
+                for t in range(B.shape[1]):
+                    B[k, t] -= q * B[j, t]
+                for t in range(j + 1):
+                    mu[k, t] -= q * mu[j, t]
+        if bb[k] >= (delta - mu[k, k - 1] ** 2) * bb[k - 1]:
+            k += 1
+        else:
+            for t in range(B.shape[1]):
+                tmp = B[k, t]
+                B[k, t] = B[k - 1, t]
+                B[k - 1, t] = tmp
+            _gso(B, mu, bb)
+            k = max(k - 1, 1)
+
+
+@njit(cache=True)
+def retriangularize(B):
+    """LLL-reduce, take the Cholesky factor of the Gram matrix and rescale to unit volume."""
+    n = B.shape[0]
+    lll_float(B, 0.99)
+    G = B @ B.T
+    L = np.linalg.cholesky(G)
+    logdet = 0.0
+    for i in range(n):
+        logdet += np.log(L[i, i])
+    s = np.exp(-logdet / n)
+    for i in range(n):
+        for j in range(n):
+            B[i, j] = L[i, j] * s if j <= i else 0.0
+
+
+@njit(cache=True)
+def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
+    """Run steps ``t_start <= t < t_stop`` of Agrell–Allen Algorithm 1 in place on ``B``.
+
+    Returns the sum of ``||e||^2 / n`` over the points drawn (for a running NSM estimate; B has
+    unit volume, so this averages to the NSM).
+    """
+    np.random.seed(seed)
+    n = B.shape[0]
+    z = np.empty(n)
+    x = np.empty(n)
+    y = np.empty(n)
+    e = np.empty(n)
+    u = np.empty(n)
+    bu = np.empty(n)
+    c = np.empty(n)
+    st = np.empty(n)
+    dist = np.empty(n + 1)
+    grad = np.zeros((n, n))
+    acc = 0.0
+    denom = max(T - 1, 1)
+    for t in range(t_start, t_stop):
+        mu = mu0 * nu ** (-t / denom)
+        if batch > 1:
+            for i in range(n):
+                for j in range(i + 1):
+                    grad[i, j] = 0.0
+        for b in range(batch):
+            for i in range(n):
+                z[i] = np.random.random()
+            for j in range(n):
+                s = 0.0
+                for i in range(j, n):
+                    s += z[i] * B[i, j]
+                x[j] = s
+            decode_tri(B, x, u, bu, c, dist, st)
+            for i in range(n):
+                y[i] = z[i] - bu[i]
+            e2 = 0.0
+            for j in range(n):
+                s = 0.0
+                for i in range(j, n):
+                    s += y[i] * B[i, j]
+                e[j] = s
+                e2 += s * s
+            acc += e2 / n
+            if batch == 1:
+                for i in range(n):
+                    for j in range(i):
+                        B[i, j] -= mu * y[i] * e[j]
+                    B[i, i] -= mu * (y[i] * e[i] - e2 / (n * B[i, i]))
+            else:
+                for i in range(n):
+                    for j in range(i):
+                        grad[i, j] += y[i] * e[j]
+                    grad[i, i] += y[i] * e[i] - e2 / (n * B[i, i])
+        if batch > 1:
+            for i in range(n):
+                for j in range(i + 1):
+                    B[i, j] -= mu * grad[i, j] / batch
+        if (t + 1) % reduce_every == 0:
+            retriangularize(B)
+    return acc
+
+
+@njit(cache=True)
+def nsm_moments(Lt, samples, seed):
+    """Monte Carlo sums of ``||e||^2/n`` and its square for ``samples`` uniform points."""
+    np.random.seed(seed)
+    n = Lt.shape[0]
+    z = np.empty(n)
+    x = np.empty(n)
+    u = np.empty(n)
+    bu = np.empty(n)
+    c = np.empty(n)
+    st = np.empty(n)
+    dist = np.empty(n + 1)
+    s1 = 0.0
+    s2 = 0.0
+    for r in range(samples):
+        for i in range(n):
+            z[i] = np.random.random()
+        for j in range(n):
+            s = 0.0
+            for i in range(j, n):
+                s += z[i] * Lt[i, j]
+            x[j] = s
+        d = decode_tri(Lt, x, u, bu, c, dist, st) / n
+        s1 += d
+        s2 += d * d
+    return s1, s2

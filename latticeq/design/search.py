@@ -1,0 +1,402 @@
+"""The search runner: restarts (local processes or Ray tasks), checkpoints, resume, results.
+
+``run_search(dim, method)`` runs ``restarts`` independent optimizations of one method
+(``sgd``: Agrell–Allen from a random reduced basis or from ``init``; ``householder``,
+``matrix-exp``, ``matrix-exp-free``: fusion of the best splice; ``splice``: the best
+orthogonal splice itself), picks the restart with the lowest NSM on a quick estimate,
+re-estimates its NSM on ``final_samples`` (≥ 10^7 by default) fresh points with its standard
+error and saves ``{out}/n{N}-{method}.json`` (generator, method, seed, steps, NSM ± stderr,
+wall time, provenance).
+
+Checkpoints: ``{out}/.checkpoints/n{N}-{method}/`` holds ``manifest.json`` (the
+configuration) and one ``r{i}.json`` per restart (its full optimizer state while running, its
+result when done), each written atomically (temp file + ``os.replace``) every
+``checkpoint_every`` seconds. After Ctrl-C or a kill, ``resume=True`` keeps every finished
+restart and continues the others from their last state. The checkpoint directory is removed
+once the result file is written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from latticeq.design import _kernels as K
+
+METHODS = ("sgd", "splice", "householder", "matrix-exp", "matrix-exp-free")
+PRESETS = ("fast", "medium", "slow")
+CHECKPOINT_FORMAT = "latticeq.search-checkpoint"
+
+#: fusion budgets per preset: optimizer steps, points per step, initial step size, annealing
+FUSION_PRESETS = {
+    "fast": {"steps": 600, "batch": 1024, "lr0": 3e-3, "anneal": 30.0},
+    "medium": {"steps": 2500, "batch": 2048, "lr0": 3e-3, "anneal": 100.0},
+    "slow": {"steps": 10000, "batch": 4096, "lr0": 3e-3, "anneal": 300.0},
+}
+
+
+@dataclass
+class SearchResult:
+    path: Path
+    dim: int
+    method: str
+    nsm: float
+    stderr: float
+    samples: int
+    restart_nsms: list
+    wall_time: float
+    generator: np.ndarray
+
+
+# ----------------------------------------------------------------------------- helpers
+def _atomic_write_json(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"corrupt {what} {path}: not valid JSON ({exc}); delete it to start "
+                         "afresh (finished results in other files are kept)") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"corrupt {what} {path}: expected a JSON object")
+    return d
+
+
+def _seed_for(seed: int, *keys) -> int:
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0]
+               % (2**31 - 1))
+
+
+def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
+                    chunk: int = 10**6) -> tuple[float, float]:
+    """Monte Carlo NSM ``E||e||^2 / (n V^(2/n))`` with its standard error.
+
+    Points ``z B`` with ``z ~ U[0,1)^n`` are uniform modulo the lattice; the exact closest point
+    comes from the compiled Schnorr–Euchner decoder on the LLL-reduced triangular form. The
+    standard error is the sample standard deviation of ``||e||^2/n`` over ``sqrt(samples)``.
+    """
+    B = np.array(generator, dtype=np.float64, copy=True)
+    if B.ndim != 2 or B.shape[0] != B.shape[1]:
+        raise ValueError(f"generator must be square, got shape {B.shape}")
+    if samples < 2:
+        raise ValueError(f"samples must be >= 2, got {samples}")
+    K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
+    s1 = s2 = 0.0
+    done = 0
+    bar = task = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task(f"NSM n={B.shape[0]}", total=samples)
+    try:
+        i = 0
+        while done < samples:
+            m = min(chunk, samples - done)
+            a, b = K.nsm_moments(B, m, _seed_for(seed, i))
+            s1 += a
+            s2 += b
+            done += m
+            i += 1
+            if bar is not None:
+                bar.update(task, completed=done, description=f"NSM≈{s1 / done:.7f}")
+    finally:
+        if bar is not None:
+            bar.stop()
+    mean = s1 / samples
+    var = max(s2 / samples - mean * mean, 0.0) * samples / (samples - 1)
+    return mean, math.sqrt(var / samples)
+
+
+def validate(dim, method, preset, restarts=1):
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 2 <= dim <= 64:
+        raise ValueError(f"dimension must be an integer in 2..64, got {dim!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    if not isinstance(restarts, (int, np.integer)) or restarts < 1:
+        raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
+
+
+# ----------------------------------------------------------------------------- one restart
+def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
+    """Run (or continue) restart ``index``; checkpoint to ``ckpt_path``; return its record."""
+    from latticeq.design import fusion as F
+    from latticeq.design import sgd as S
+
+    path = Path(ckpt_path)
+    rec = _read_json(path, "restart checkpoint") if path.exists() else None
+    if rec is not None and rec.get("status") == "done":
+        return rec
+    rseed = _seed_for(cfg["seed"], index)
+    method, n = cfg["method"], cfg["dim"]
+    last = [time.monotonic()]
+
+    def save(state, status="running"):
+        _atomic_write_json(path, {"status": status, "index": index, "seed": rseed,
+                                  "state": state.to_dict(),
+                                  "running_nsm": state.history[-1][1] if state.history else None,
+                                  "step": state.step, "steps": state.steps})
+
+    def on_chunk(state):
+        if time.monotonic() - last[0] >= cfg["checkpoint_every"]:
+            save(state)
+            last[0] = time.monotonic()
+
+    if method == "sgd":
+        if rec is not None:
+            state = S.SGDState.from_dict(rec["state"])
+        else:
+            init = None if cfg.get("init") is None else np.asarray(cfg["init"])
+            kw = dict(cfg.get("sgd_overrides") or {})
+            state = S.sgd_start(n, preset=cfg["preset"], seed=rseed, init=init, **kw)
+        save(state)
+        state = S.sgd(n, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk)
+        G = state.generator
+    else:
+        if rec is not None:
+            state = F.FusionState.from_dict(rec["state"])
+        else:
+            from latticeq.design.splice import best_splice
+            sp = best_splice(n).lattice()
+            kw = dict(FUSION_PRESETS[cfg["preset"]])
+            kw.update(cfg.get("fusion_overrides") or {})
+            state = F.fusion_start(sp, method=method, seed=rseed, **kw)
+        save(state)
+        state = F.fuse(None, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk)
+        G = F.fused_generator(state)
+    nsm, se = estimate_nsm_mc(G, cfg["select_samples"], seed=_seed_for(rseed, 7))
+    done = {"status": "done", "index": index, "seed": rseed, "generator": np.asarray(G).tolist(),
+            "quick_nsm": nsm, "quick_stderr": se, "steps": state.steps,
+            "wall_time": state.wall_time, "history": state.history[-20:]}
+    _atomic_write_json(path, done)
+    return done
+
+
+# ----------------------------------------------------------------------------- the runner
+def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1, seed: int = 0,
+               out="results/lattices", resume: bool = False, ray: str | None = None,
+               workers: int | None = None, final_samples: int = 10**7,
+               select_samples: int = 200_000, checkpoint_every: float = 120.0,
+               init=None, name: str | None = None, fusion_overrides: dict | None = None,
+               sgd_overrides: dict | None = None, progress: bool = True) -> SearchResult:
+    """Search for a good lattice quantizer in dimension ``dim`` with ``method``.
+
+    Parameters
+    ----------
+    dim : 2..64.  method : one of ``METHODS``.  preset : "fast", "medium", "slow" (SGD: the
+        Agrell–Allen presets; fusion: ``FUSION_PRESETS``).
+    restarts : independent runs (different seeds); the best on a quick estimate is kept.
+    out : directory of results; the result is ``{out}/n{dim}-{name or method}.json``.
+    resume : continue from the checkpoint in ``{out}/.checkpoints``; without it an existing
+        checkpoint is an error (so that nothing is silently overwritten).
+    ray : None (local processes), ``"auto"`` or a Ray address: restarts become Ray tasks.
+    workers : local processes (default ``min(restarts, cpu count)``; 1 runs in-process).
+    final_samples : points for the final NSM estimate (default 10^7).
+    init : starting generator for SGD (e.g. the best fused lattice; array or Lattice).
+    """
+    validate(dim, method, preset, restarts)
+    if final_samples < 2 or select_samples < 2:
+        raise ValueError("final_samples and select_samples must be >= 2")
+    if init is not None and method != "sgd":
+        raise ValueError("init is only used by method 'sgd'")
+    if init is not None:
+        G0 = np.asarray(getattr(init, "generator", init), dtype=np.float64)
+        if G0.shape != (dim, dim):
+            raise ValueError(f"init generator has shape {G0.shape}, expected ({dim}, {dim})")
+        init = G0.tolist()
+    from latticeq import __version__
+
+    out = Path(out)
+    tag = f"n{dim}-{name or method}"
+    result_path = out / f"{tag}.json"
+    start = time.time()
+    if method == "splice":
+        return _save_splice(dim, result_path, __version__)
+
+    ckdir = out / ".checkpoints" / tag
+    manifest_path = ckdir / "manifest.json"
+    cfg = {"format": CHECKPOINT_FORMAT, "dim": int(dim), "method": method, "preset": preset,
+           "seed": int(seed), "restarts": int(restarts), "select_samples": int(select_samples),
+           "checkpoint_every": float(checkpoint_every), "init": init,
+           "fusion_overrides": fusion_overrides, "sgd_overrides": sgd_overrides,
+           "inner_progress": False}
+    if ckdir.exists() and any(ckdir.iterdir()):
+        if not resume:
+            raise FileExistsError(f"a checkpoint of this search exists at {ckdir}; pass "
+                                  "--resume to continue it, or delete the directory to start over")
+        if not manifest_path.exists():
+            raise ValueError(f"corrupt checkpoint {ckdir}: manifest.json is missing")
+        man = _read_json(manifest_path, "checkpoint manifest")
+        if man.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"foreign checkpoint {manifest_path}: format is "
+                             f"{man.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+        for key in ("dim", "method", "preset", "seed"):
+            if man.get(key) != cfg[key]:
+                raise ValueError(f"checkpoint {manifest_path} belongs to another search: "
+                                 f"{key}={man.get(key)!r}, this search has {key}={cfg[key]!r}")
+        for key in ("init", "fusion_overrides", "sgd_overrides", "select_samples"):
+            cfg[key] = man.get(key)
+        cfg["restarts"] = max(int(man.get("restarts", 1)), cfg["restarts"])
+    elif resume:
+        raise FileNotFoundError(f"nothing to resume: no checkpoint at {ckdir}")
+    _atomic_write_json(manifest_path, cfg)
+
+    paths = [str(ckdir / f"r{i}.json") for i in range(cfg["restarts"])]
+    for p in paths:  # validate existing restart checkpoints before any work
+        if Path(p).exists():
+            rec = _read_json(Path(p), "restart checkpoint")
+            if rec.get("status") not in ("running", "done"):
+                raise ValueError(f"corrupt restart checkpoint {p}: no valid status")
+    nw = workers if workers is not None else min(cfg["restarts"], os.cpu_count() or 1)
+    records = _dispatch(cfg, paths, ray, nw, progress)
+
+    best = min(records, key=lambda r: r["quick_nsm"])
+    G = np.asarray(best["generator"])
+    nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress)
+    wall = time.time() - start + sum(r.get("wall_time", 0.0) for r in records) * 0
+    from latticeq.lattice import Lattice
+
+    prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),
+            "restarts": cfg["restarts"], "best_restart": best["index"],
+            "restart_seed": best["seed"], "steps": best["steps"],
+            "restart_nsms": [[r["quick_nsm"], r["quick_stderr"]] for r in records],
+            "nsm": nsm, "nsm_stderr": se, "nsm_samples": int(final_samples),
+            "wall_time": time.time() - start,
+            "optimizer_time": [r.get("wall_time") for r in records],
+            "fusion_overrides": cfg["fusion_overrides"], "sgd_overrides": cfg["sgd_overrides"],
+            "init_from": None if cfg["init"] is None else "given generator",
+            "latticeq": __version__,
+            "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if method != "sgd":
+        from latticeq.design.splice import best_splice
+        sp = best_splice(dim)
+        prov.update({"components": list(sp.components), "splice_nsm": sp.nsm})
+    L = Lattice(G, name=tag, provenance=prov, nsm=(nsm, se))
+    final_path = _keep_best(result_path, nsm)
+    L.to_json(final_path)
+    shutil.rmtree(ckdir, ignore_errors=True)
+    return SearchResult(final_path, dim, method, nsm, se, int(final_samples),
+                        prov["restart_nsms"], prov["wall_time"], G)
+
+
+def _keep_best(path: Path, nsm: float) -> Path:
+    """Never overwrite a better earlier result: write beside it instead."""
+    if path.exists():
+        try:
+            old = json.loads(path.read_text()).get("nsm", {}).get("value")
+        except (json.JSONDecodeError, AttributeError):
+            old = None
+        if old is not None and old < nsm:
+            k = 1
+            while path.with_name(f"{path.stem}.{k}.json").exists():
+                k += 1
+            return path.with_name(f"{path.stem}.{k}.json")
+    return path
+
+
+def _save_splice(dim, result_path, version) -> SearchResult:
+    from latticeq.design.splice import best_splice
+
+    sp = best_splice(dim)
+    L = sp.lattice()
+    L.name = f"n{dim}-splice"
+    L.provenance.update({"dim": dim, "nsm_samples": 0, "wall_time": 0.0, "steps": 0, "seed": None,
+                         "note": "NSM is exact: prod G_k^(n_k/n) of the components' reference NSMs",
+                         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                         "latticeq": version})
+    L.nsm = (sp.nsm, 0.0)
+    L.to_json(result_path)
+    return SearchResult(Path(result_path), dim, "splice", sp.nsm, 0.0, 0, [], 0.0,
+                        np.asarray(L.generator))
+
+
+def _dispatch(cfg, paths, ray_address, workers, progress) -> list[dict]:
+    """Run the restarts in-process, in local processes or as Ray tasks; poll for progress."""
+    n_total = len(paths)
+    if ray_address is None and workers <= 1:
+        cfg = dict(cfg, inner_progress=progress)
+        return [_restart_task(cfg, i, p) for i, p in enumerate(paths)]
+
+    def poll():
+        steps = total = 0
+        nsms = []
+        for p in paths:
+            try:
+                rec = json.loads(Path(p).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if rec.get("status") == "done":
+                nsms.append(rec["quick_nsm"])
+                steps += 1
+                total += 1
+            elif rec.get("steps"):
+                steps += rec["step"] / rec["steps"]
+                total += 1
+                if rec.get("running_nsm") is not None:
+                    nsms.append(rec["running_nsm"])
+        return steps, (min(nsms) if nsms else float("nan"))
+
+    bar = task = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task(f"{cfg['method']} n={cfg['dim']}", total=n_total)
+    try:
+        if ray_address is not None:
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
+            remote = ray.remote(num_cpus=1)(_restart_task)
+            pending = [remote.remote(cfg, i, p) for i, p in enumerate(paths)]
+            records = {}
+            refs = list(pending)
+            while refs:
+                ready, refs = ray.wait(refs, num_returns=1, timeout=2.0)
+                for r in ready:
+                    rec = ray.get(r)
+                    records[rec["index"]] = rec
+                if bar is not None:
+                    s, best = poll()
+                    bar.update(task, completed=s, description=f"{cfg['method']} n={cfg['dim']} NSM≈{best:.6f}")
+            return [records[i] for i in sorted(records)]
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(_restart_task, cfg, i, p) for i, p in enumerate(paths)]
+            while True:
+                done, notdone = cf.wait(futs, timeout=2.0)
+                if bar is not None:
+                    s, best = poll()
+                    bar.update(task, completed=s, description=f"{cfg['method']} n={cfg['dim']} NSM≈{best:.6f}")
+                if not notdone:
+                    break
+            return [f.result() for f in futs]
+    finally:
+        if bar is not None:
+            bar.stop()
