@@ -1,0 +1,284 @@
+"""Compiled (numba) inner loops of the layer solvers. Rows are independent and run in
+parallel; the column recursion is sequential. All arrays are float64, C-contiguous."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def gptq_segment(W1, R1, S, Z, maxq, a, b, Q1, E1, U, kappa):
+    """GPTQ columns ``a..b-1`` of a lazy block (all rows).
+
+    ``W1`` (m, cb) block weights (updated in place), ``R1`` (cb, cb) block of the upper
+    Cholesky factor of H⁻¹, ``S``/``Z`` (m, cb) column scales/zeros, ``Q1`` codes out,
+    ``E1`` errors ``(w − q)/R_ii`` out. For column i:
+    ``q = clamp(round(w/s) + z, 0, maxq)``, ``e = (w − s(q − z)) / R_ii``,
+    ``W1[:, i+1:] −= e R1[i, i+1:]``.
+
+    Klein randomized rounding when ``kappa[i] > 0``: choose ⌊w/s⌋ or ⌈w/s⌉ with
+    ``P ∝ exp(−kappa_i (w/s − v)²)``, using the uniforms ``U`` (m, cb).
+    """
+    m, cb = W1.shape
+    for r in prange(m):
+        for i in range(a, b):
+            d = R1[i, i]
+            w = W1[r, i]
+            s = S[r, i]
+            z = Z[r, i]
+            x = w / s
+            k = kappa[i]
+            if k > 0.0:
+                f = np.floor(x)
+                t = x - f
+                # P(ceil)/P(floor) = exp(-k((1-t)^2 - t^2)) = exp(-k(1-2t))
+                pc = 1.0 / (1.0 + np.exp(k * (1.0 - 2.0 * t)))
+                c = f + 1.0 if U[r, i] < pc else f
+            else:
+                c = np.rint(x)
+            q = c + z
+            if q < 0.0:
+                q = 0.0
+            elif q > maxq:
+                q = maxq
+            Q1[r, i] = q
+            e = (w - s * (q - z)) / d
+            E1[r, i] = e
+            for j in range(i + 1, cb):
+                W1[r, j] -= e * R1[i, j]
+
+
+@njit(cache=True, parallel=True)
+def nearest_plane(X, B, S, Z, maxq, a, b, V):
+    """Babai's nearest-plane levels ``a..b-1`` on the upper-triangular basis ``s_k B_k``.
+
+    ``X`` (m, n): residual target in lattice coordinates ``x = w B − Σ_{decided} q_j B_j``
+    (weight units), updated in place. Level k: centre ``c = x_k / B_kk``, index
+    ``v = clamp(round(c/s_k) + z_k, 0, maxq)``, ``x −= s_k (v − z_k) B_k``.
+    """
+    m, n = X.shape
+    for r in prange(m):
+        for k in range(a, b):
+            c = X[r, k] / B[k, k]
+            s = S[r, k]
+            z = Z[r, k]
+            v = np.rint(c / s) + z
+            if v < 0.0:
+                v = 0.0
+            elif v > maxq:
+                v = maxq
+            V[r, k] = v
+            q = s * (v - z)
+            for j in range(k, n):
+                X[r, j] -= q * B[k, j]
+
+
+@njit(cache=True)
+def _se_box(L, u, maxq, max_nodes, v, vbest, c, lo, hi, dpart):
+    """Box-constrained Schnorr–Euchner on lower-triangular ``L`` (rows = basis, decide the
+    last coordinate first): minimize ``‖(u − v) L‖²`` over integers ``v ∈ [0, maxq]^b``.
+    The first leaf is clamped Babai, so the result is never worse than it. Returns
+    (best distance², nodes visited)."""
+    n = L.shape[0]
+    best = np.inf
+    nodes = 0
+    k = n - 1
+    dpart[n] = 0.0
+    c[k] = u[k]
+    v[k] = min(max(np.rint(c[k]), 0.0), maxq)
+    lo[k] = v[k] - 1.0
+    hi[k] = v[k] + 1.0
+    while True:
+        nodes += 1
+        t = (c[k] - v[k]) * L[k, k]
+        dd = dpart[k + 1] + t * t
+        if dd < best:
+            if k > 0:
+                dpart[k] = dd
+                k -= 1
+                acc = 0.0
+                for j in range(k + 1, n):
+                    acc += (u[j] - v[j]) * L[j, k]
+                c[k] = u[k] + acc / L[k, k]
+                v[k] = min(max(np.rint(c[k]), 0.0), maxq)
+                lo[k] = v[k] - 1.0
+                hi[k] = v[k] + 1.0
+                if max_nodes > 0 and nodes >= max_nodes:
+                    # finish greedily (Babai) below this node
+                    while True:
+                        t = (c[k] - v[k]) * L[k, k]
+                        dd = dpart[k + 1] + t * t
+                        if k == 0:
+                            break
+                        dpart[k] = dd
+                        k -= 1
+                        acc = 0.0
+                        for j in range(k + 1, n):
+                            acc += (u[j] - v[j]) * L[j, k]
+                        c[k] = u[k] + acc / L[k, k]
+                        v[k] = min(max(np.rint(c[k]), 0.0), maxq)
+                    if dd < best:
+                        best = dd
+                        vbest[:] = v
+                    return best, nodes
+                continue
+            best = dd
+            vbest[:] = v
+        # climb: next candidate (zig-zag inside the box) at the first level that has one
+        k += 1
+        while k < n:
+            if lo[k] >= 0.0 and (hi[k] > maxq or c[k] - lo[k] <= hi[k] - c[k]):
+                v[k] = lo[k]
+                lo[k] -= 1.0
+                break
+            elif hi[k] <= maxq:
+                v[k] = hi[k]
+                hi[k] += 1.0
+                break
+            k += 1
+        if k >= n:
+            return best, nodes
+        if max_nodes > 0 and nodes >= max_nodes:
+            return best, nodes
+
+
+@njit(cache=True, parallel=True)
+def block_decode(W1, R1, Ginv, S, Z, maxq, i0, bs, max_nodes, Q1, E1, nodes_out, exact_out):
+    """Exactly decode columns ``i0..i0+bs-1`` of a lazy block for all rows, then propagate.
+
+    Block cost of codes v (earlier columns fixed, later ones compensating optimally):
+    ``‖(w − q) R_b⁻¹‖²`` with ``R_b = R1[i0:i0+bs, i0:i0+bs]``, ``Ginv = R_b⁻¹`` (upper).
+    In code units ``u = w/s + z`` it is ``s² ‖(u − v) R_b⁻¹‖²`` (one scale per row inside the
+    block). Errors ``e = (w − q) R_b⁻¹`` equal GPTQ's column errors for the same codes, so
+    ``W1[:, i0+bs:] −= e R1[i0:i0+bs, i0+bs:]`` continues GPTQ's recursion.
+    """
+    m, cb = W1.shape
+    # reversed lower-triangular basis
+    L = np.empty((bs, bs))
+    for p in range(bs):
+        for q in range(bs):
+            L[p, q] = Ginv[bs - 1 - p, bs - 1 - q]
+    for r in prange(m):
+        u = np.empty(bs)
+        v = np.empty(bs)
+        vb = np.empty(bs)
+        c = np.empty(bs)
+        lo = np.empty(bs)
+        hi = np.empty(bs)
+        dpart = np.empty(bs + 1)
+        s = S[r, i0]
+        z = Z[r, i0]
+        for p in range(bs):
+            u[p] = W1[r, i0 + bs - 1 - p] / s + z
+        best, nodes = _se_box(L, u, maxq, max_nodes, v, vb, c, lo, hi, dpart)
+        nodes_out[r] += nodes
+        if max_nodes > 0 and nodes >= max_nodes:
+            exact_out[r] = False
+        # codes (processing order) and errors
+        diff = np.empty(bs)
+        for p in range(bs):
+            col = i0 + bs - 1 - p
+            Q1[r, col] = vb[p]
+            diff[bs - 1 - p] = W1[r, col] - s * (vb[p] - z)
+        for j in range(bs):
+            acc = 0.0
+            for t in range(j + 1):
+                acc += diff[t] * Ginv[t, j]
+            E1[r, i0 + j] = acc
+        for j in range(i0 + bs, cb):
+            acc = 0.0
+            for t in range(bs):
+                acc += E1[r, i0 + t] * R1[i0 + t, j]
+            W1[r, j] -= acc
+
+
+@njit(cache=True, parallel=True)
+def refine_rows(E, V, S, H, maxq, max_passes, moves, passes):
+    """±1 coordinate descent on codes with exact objective updates.
+
+    Row objective ``f = e H eᵀ`` with ``e = w − q``. Changing code j by ±1 moves
+    ``q_j`` by ``δ = ±s_j`` and changes f by ``Δ = −2δ g_j + δ² H_jj`` where ``g = e H``;
+    accepted moves (Δ < 0) update ``e_j −= δ`` and ``g −= δ H_j``. Monotone; stops when a
+    full pass accepts nothing or after ``max_passes``.
+    """
+    m, n = E.shape
+    for r in prange(m):
+        g = np.zeros(n)
+        for i in range(n):
+            ei = E[r, i]
+            if ei != 0.0:
+                for j in range(n):
+                    g[j] += ei * H[i, j]
+        f = 0.0
+        for j in range(n):
+            f += E[r, j] * g[j]
+        tol = 1e-13 * (abs(f) + 1e-300)
+        npass = 0
+        for p in range(max_passes):
+            npass += 1
+            improved = False
+            for j in range(n):
+                h = H[j, j]
+                if h <= 0.0:
+                    continue
+                s = S[r, j]
+                best = -tol
+                dbest = 0.0
+                if V[r, j] < maxq:
+                    d = s
+                    delta = -2.0 * d * g[j] + d * d * h
+                    if delta < best:
+                        best = delta
+                        dbest = 1.0
+                if V[r, j] > 0.0:
+                    d = -s
+                    delta = -2.0 * d * g[j] + d * d * h
+                    if delta < best:
+                        best = delta
+                        dbest = -1.0
+                if dbest != 0.0:
+                    d = dbest * s
+                    V[r, j] += dbest
+                    E[r, j] -= d
+                    for t in range(n):
+                        g[t] -= d * H[j, t]
+                    f += best
+                    moves[r] += 1
+                    improved = True
+            if not improved:
+                break
+        passes[r] = npass
+
+
+@njit(cache=True)
+def pivoted_ldl_min(H):
+    """Pick order of the pivoted LDLᵀ of H taking the smallest remaining pivot first."""
+    n = H.shape[0]
+    A = H.copy()
+    idx = np.arange(n)
+    order = np.empty(n, dtype=np.int64)
+    cnt = n
+    for k in range(n):
+        pp = 0
+        best = np.inf
+        for a in range(cnt):
+            j = idx[a]
+            if A[j, j] < best:
+                best = A[j, j]
+                pp = a
+        p = idx[pp]
+        order[k] = p
+        idx[pp] = idx[cnt - 1]
+        cnt -= 1
+        piv = A[p, p]
+        if piv <= 0.0:
+            continue
+        for a in range(cnt):
+            i = idx[a]
+            f = A[i, p] / piv
+            if f != 0.0:
+                for b in range(cnt):
+                    j = idx[b]
+                    A[i, j] -= f * A[p, j]
+    return order
