@@ -276,7 +276,6 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     best = min(records, key=lambda r: r["quick_nsm"])
     G = np.asarray(best["generator"])
     nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress)
-    wall = time.time() - start + sum(r.get("wall_time", 0.0) for r in records) * 0
     from latticeq.lattice import Lattice
 
     prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),

@@ -1,0 +1,136 @@
+"""``latticeq search | splice | compare | identify | study`` — designing lattice quantizers."""
+
+from __future__ import annotations
+
+import click
+
+from latticeq.design.search import METHODS, PRESETS
+
+
+@click.command("search")
+@click.option("--dim", "dim", type=int, required=True, help="Dimension n (2..64).")
+@click.option("--method", type=click.Choice(METHODS), required=True)
+@click.option("--preset", type=click.Choice(PRESETS), default="fast", show_default=True)
+@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the checkpointed search in OUT/.checkpoints.")
+@click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
+@click.option("--workers", type=int, default=None, help="Local processes (default: min(restarts, cores)).")
+@click.option("--samples", "final_samples", type=int, default=10**7, show_default=True,
+              help="Fresh points for the final NSM estimate.")
+@click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="SGD only: start from this lattice JSON (e.g. the best fused lattice).")
+@click.option("--name", default=None, help="Result name suffix instead of the method (e.g. sgd-fused).")
+@click.option("--steps", type=int, default=None, help="Override the preset's number of steps.")
+@click.option("--mu0", type=float, default=None, help="SGD: override the initial step size.")
+@click.option("--checkpoint-every", type=float, default=120.0, show_default=True, help="Seconds.")
+@click.option("--no-progress", is_flag=True)
+def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, workers,
+               final_samples, init_path, name, steps, mu0, checkpoint_every, no_progress):
+    """Search for a lattice quantizer; writes OUT/n{DIM}-{METHOD}.json."""
+    from latticeq.design.search import run_search
+
+    init = None
+    if init_path is not None:
+        from latticeq.lattice import Lattice
+        init = Lattice.from_json(init_path)
+    fusion_over = sgd_over = None
+    if steps is not None or mu0 is not None:
+        if method == "sgd":
+            sgd_over = {k: v for k, v in (("steps", steps), ("mu0", mu0)) if v is not None}
+        else:
+            fusion_over = {"steps": steps} if steps is not None else None
+    try:
+        res = run_search(dim, method, preset=preset, restarts=restarts, seed=seed, out=out,
+                         resume=resume, ray=ray_address, workers=workers,
+                         final_samples=final_samples, init=init, name=name,
+                         fusion_overrides=fusion_over, sgd_overrides=sgd_over,
+                         checkpoint_every=checkpoint_every, progress=not no_progress)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"n={res.dim} {res.method}: NSM = {res.nsm:.7f} ± {res.stderr:.7f} "
+               f"({res.samples} samples) -> {res.path}")
+
+
+@click.command("splice")
+@click.option("--dim", "dim", type=int, default=None, help="Best splice in this dimension.")
+@click.option("--components", default=None, help="Explicit product, e.g. 'K12,Z'.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Save the lattice JSON.")
+def splice_cmd(dim, components, out):
+    """Best orthogonal splice of catalog lattices (or a given product) and its NSM."""
+    from latticeq.design.splice import best_splice, splice
+
+    try:
+        if components:
+            L = splice([c.strip() for c in components.split(",")], n=dim)
+            nsm, label = L.provenance["nsm"], L.name
+        elif dim is not None:
+            sp = best_splice(dim)
+            L, nsm, label = sp.lattice(), sp.nsm, sp.label
+        else:
+            raise ValueError("give --dim or --components")
+    except (ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{label}: n={L.dim} NSM = {nsm:.7f}")
+    if out:
+        click.echo(f"saved {L.to_json(out)}")
+
+
+@click.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--tol", type=float, default=1e-6, show_default=True,
+              help="Relative tolerance (use ~1e-2 for numerically optimized lattices).")
+def compare_cmd(a, b, tol):
+    """Whether lattices A and B (catalog names or JSON files) are equal up to rotation and scale."""
+    from latticeq.design.identify import compare, kissing_number
+
+    try:
+        same = compare(a, b, tol=tol)
+        ka, kb = kissing_number(a, rtol=max(tol, 1e-9)), kissing_number(b, rtol=max(tol, 1e-9))
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"kissing numbers: {a}: {ka}, {b}: {kb}")
+    click.echo(f"{'SAME' if same else 'DIFFERENT'} up to rotation and scale (tol={tol:g})")
+
+
+@click.command("identify")
+@click.argument("lattice")
+@click.option("--rtol", type=float, default=0.02, show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the theta image (PNG).")
+def identify_cmd(lattice, rtol, plot_path):
+    """Theta image, approximate kissing number and the catalog lattice it matches (if any)."""
+    from latticeq.design.identify import identify, kissing_number, plot_theta_images, theta_image
+
+    try:
+        img = theta_image(lattice)
+        k = kissing_number(lattice, rtol=rtol)
+        name = identify(lattice, rtol=rtol)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    shells = ", ".join(f"{v:.3f}:{c}" for v, c in img.shells(rtol)[:6])
+    click.echo(f"kissing number ≈ {k}; shells (norm/min : count) {shells}")
+    click.echo(f"identified as {name}" if name else "not similar to any catalog lattice")
+    if plot_path:
+        plot_theta_images({lattice: lattice}, plot_path)
+        click.echo(f"theta image -> {plot_path}")
+
+
+@click.command("study")
+@click.option("--dims", default="13-24", show_default=True)
+@click.option("--results", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True)
+def study_cmd(dims, results, out):
+    """Write OUT/study.{csv,md,png} from the finished results."""
+    from latticeq.design.study import run_study
+
+    try:
+        rows = run_study(dims, results=results, out=out)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(rows)} dimensions -> {out}/study.csv, study.md, study.png")
+
+
+COMMANDS = [search_cmd, splice_cmd, compare_cmd, identify_cmd, study_cmd]

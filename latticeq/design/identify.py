@@ -1,0 +1,129 @@
+"""Identification of lattices found by a search: theta image, kissing number, comparison.
+
+Agrell, Pook-Kolb and Allen, "Optimization and identification of lattice quantizers",
+arXiv 2401.01799, Sec. V: a numerically optimized lattice is only approximately a known one, so
+its *theta image* — the squared norms of its short vectors, scaled so that the minimum norm is 1,
+against their cumulative count — shows near-vertical steps where the ideal lattice has shells
+(4320 vectors of minimal norm for Λ16, 196560 for Λ24). Counting the
+vectors within a relative tolerance of the minimum gives the (approximate) kissing number; an
+exact comparison up to rotation and scale is :meth:`Lattice.is_similar`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ThetaImage:
+    """Sorted squared norms (minimum scaled to 1) of the short vectors, and their cumulative count."""
+
+    norms: np.ndarray
+    cumulative: np.ndarray
+    minimum_norm: float  # at unit volume
+
+    def shells(self, rtol: float = 0.02) -> list[tuple[float, int]]:
+        """Cluster the norms into shells (gaps larger than ``rtol`` relative): (mean norm, count)."""
+        out: list[tuple[float, int]] = []
+        start = 0
+        v = self.norms
+        for i in range(1, len(v) + 1):
+            if i == len(v) or v[i] - v[i - 1] > rtol * v[i - 1]:
+                out.append((float(v[start:i].mean()), i - start))
+                start = i
+        return out
+
+
+def _as_lattice(L):
+    from latticeq.lattice import Lattice, load
+
+    if isinstance(L, Lattice):
+        return L
+    if isinstance(L, str):
+        return load(L)
+    return Lattice(np.asarray(L, dtype=np.float64))
+
+
+def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> ThetaImage:
+    """Theta image: all nonzero vectors with squared norm ≤ ``max_ratio`` × minimum norm.
+
+    ``lattice``: a Lattice, a catalog name or JSON path, or a generator matrix.
+    """
+    if not max_ratio >= 1.0:
+        raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+    L = _as_lattice(lattice).normalized()
+    m = L.minimum_norm()
+    _, norms = L.short_vectors(m * max_ratio * (1 + 1e-9), max_count=max_count)
+    v = np.sort(np.asarray(norms, dtype=np.float64)) / m
+    return ThetaImage(v, np.arange(1, len(v) + 1), float(m))
+
+
+def kissing_number(lattice, rtol: float = 0.02) -> int:
+    """Number of vectors within relative ``rtol`` of the minimum norm (approximate kissing number).
+
+    ``rtol=0`` counts exactly minimal vectors (up to 1e-9); a small positive value recognizes the
+    kissing configuration of a numerically optimized lattice.
+    """
+    if rtol < 0:
+        raise ValueError(f"rtol must be >= 0, got {rtol}")
+    img = theta_image(lattice, max_ratio=1.0 + max(rtol, 1e-9))
+    return int(np.count_nonzero(img.norms <= 1.0 + max(rtol, 1e-9)))
+
+
+def compare(a, b, tol: float = 1e-6) -> bool:
+    """Whether ``a`` and ``b`` are the same lattice up to rotation, reflection and scale.
+
+    Delegates to :meth:`Lattice.is_similar` (isometry search on unit-volume copies); ``tol`` is its
+    relative tolerance — raise it (e.g. 1e-2) for lattices found by a numerical search.
+    """
+    A, B = _as_lattice(a), _as_lattice(b)
+    return bool(A.is_similar(B, tol=tol))
+
+
+def identify(lattice, rtol: float = 0.02, tol: float = 1e-2) -> str | None:
+    """Name of the catalog lattice of the same dimension that ``lattice`` approximately is, or None.
+
+    Catalog lattices whose (approximate) kissing number matches are compared with
+    :func:`compare` at tolerance ``tol``.
+    """
+    from latticeq.lattice import catalog
+
+    L = _as_lattice(lattice)
+    k = kissing_number(L, rtol)
+    for name in catalog.names():
+        C = catalog.get(name)
+        if C.dim != L.dim:
+            continue
+        if kissing_number(C, 0.0) != k:
+            continue
+        try:
+            if compare(C, L, tol=tol):
+                return name
+        except RuntimeError:
+            continue
+    return None
+
+
+def plot_theta_images(lattices: dict, path, max_ratio: float = 2.0) -> None:
+    """Plot theta images (cumulative count against normalized squared norm), log-scaled counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, L in lattices.items():
+        img = theta_image(L, max_ratio=max_ratio)
+        ax.step(img.norms, img.cumulative, where="post", label=f"{label} (κ≈{kissing_number(L)})")
+    ax.set_yscale("log")
+    ax.set_xlabel("squared norm / minimum squared norm")
+    ax.set_ylabel("number of vectors (cumulative)")
+    ax.set_title("Theta image")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    from latticeq.design.study import _atomic_savefig
+
+    _atomic_savefig(fig, path)
+    plt.close(fig)
