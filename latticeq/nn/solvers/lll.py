@@ -33,8 +33,12 @@ def lll_babai_codes(prep: Prepared, *, delta: float = 0.99) -> tuple[np.ndarray,
     B = prep.B
     Bn = B.cpu().numpy()
     L = np.ascontiguousarray(Bn[::-1, ::-1])  # lower triangular
+    # unit volume first: the reduction is scale-invariant, and the core's singularity test uses
+    # det(B), which underflows to 0 for large n at the Hessian's natural scale
+    unit = float(np.exp(-np.mean(np.log(np.abs(np.diag(L))))))
     t0 = time.perf_counter()
-    Lr, U = lll(L, delta=delta)
+    Lr, U = lll(L * unit, delta=delta)
+    Lr = Lr / unit
     t_red = time.perf_counter() - t0
     Qm, Tm = np.linalg.qr(Lr.T)  # Lr^T = Q T  ->  Lr = T^T Q^T
     T = Tm.T  # lower triangular

@@ -1,0 +1,107 @@
+"""Commands ``quantize-layer`` and ``record-hessians``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+__all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
+
+
+def _parse_method(ctx, param, value):
+    return value
+
+
+@click.command("quantize-layer")
+@click.argument("w_path", metavar="W.npy", type=click.Path(dir_okay=False))
+@click.argument("h_path", metavar="H.npy", type=click.Path(dir_okay=False))
+@click.option("--bits", type=int, required=True, help="Bits per weight (2-8).")
+@click.option("--group-size", type=int, default=None, help="Columns per scale group (must divide n); default per-channel.")
+@click.option("--sym", is_flag=True, help="Symmetric grid.")
+@click.option("--mse", is_flag=True, help="MSE-optimal clipping search of the grid range.")
+@click.option("--static-groups", is_flag=True, help="Group parameters from the original weights.")
+@click.option("--act-order", is_flag=True, help="Process columns by descending diag(H).")
+@click.option("--method", default="gptq", show_default=True,
+              help="rtn, gptq, babai, minpivot, lll, block, kbest; any with '+refine'.")
+@click.option("--percdamp", type=float, default=0.01, show_default=True, help="Damping fraction of mean(diag H).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--block", type=int, default=None, help="Block size b for --method block.")
+@click.option("--max-nodes", type=int, default=None, help="Node budget per row and block for --method block.")
+@click.option("--k", "k", type=int, default=None, help="Candidates per row for --method kbest.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
+def quantize_layer(w_path, h_path, bits, group_size, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, out):
+    """Quantize one linear layer W (m×n) with proxy Hessian H (n×n) and write OUT.npz
+    (codes, scales, zeros, g_idx, dequant, perm, error, relative_error, provenance)."""
+    import numpy as np
+    import torch
+
+    from latticeq import __version__
+    from latticeq.nn.grid import Grid
+    from latticeq.nn.layer import LayerProblem
+    from latticeq.nn.solvers import solve
+
+    for p in (w_path, h_path):
+        if not os.path.exists(p):
+            raise click.BadParameter(f"file not found: {p}")
+    try:
+        W = torch.from_numpy(np.load(w_path))
+        H = torch.from_numpy(np.load(h_path))
+        grid = Grid(bits=bits, group_size=group_size, sym=sym, mse=mse, static_groups=static_groups)
+        problem = LayerProblem(W, H)
+        options = {kk: v for kk, v in {"block": block, "max_nodes": max_nodes, "k": k}.items() if v is not None}
+        sol = solve(problem, grid, method, act_order=act_order, percdamp=percdamp, seed=seed, **options)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    provenance = {
+        "method": method, "bits": bits, "group_size": group_size, "sym": sym, "mse": mse,
+        "static_groups": static_groups, "act_order": act_order, "percdamp": percdamp, "seed": seed,
+        "options": options, "W": os.path.abspath(w_path), "H": os.path.abspath(h_path),
+        "latticeq": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": sol.stats.get("seconds"),
+    }
+    tmp = out + ".tmp.npz"
+    np.savez(
+        tmp,
+        codes=sol.codes.cpu().numpy(),
+        scales=sol.scales.cpu().numpy(),
+        zeros=sol.zeros.cpu().numpy(),
+        g_idx=sol.g_idx.cpu().numpy(),
+        dequant=sol.dequant.cpu().numpy(),
+        perm=sol.perm.cpu().numpy(),
+        error=np.float64(sol.error),
+        relative_error=np.float64(sol.relative_error),
+        provenance=json.dumps(provenance),
+    )
+    os.replace(tmp, out)
+    click.echo(f"{method}: error {sol.error:.6g}, relative error {sol.relative_error:.6g}, {sol.stats.get('seconds', 0):.3f} s -> {out}")
+
+
+@click.command("record-hessians")
+@click.option("--model", default="smollm2", show_default=True, help="Model spec (see latticeq.nn.model).")
+@click.option("--blocks", default="0,15,29", show_default=True, help="Comma-separated block indices.")
+@click.option("--kinds", default="q,k,v,o,gate,up,down", show_default=True, help="Comma-separated layer kinds.")
+@click.option("--nsamples", type=int, default=64, show_default=True)
+@click.option("--seqlen", type=int, default=512, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None, help="Default ~/.cache/latticeq/hessians/...")
+@click.option("--progress/--no-progress", default=True)
+def record_hessians_cmd(model, blocks, kinds, nsamples, seqlen, seed, out_dir, progress):
+    """Record (W, H) of real linear layers from calibration text (Austen, P&P held out)."""
+    from latticeq.nn.hessians import record_hessians
+
+    try:
+        block_list = [int(b) for b in blocks.split(",") if b.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"--blocks must be comma-separated integers, got {blocks!r}") from exc
+    try:
+        out = record_hessians(model, blocks=block_list, kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+                              nsamples=nsamples, seqlen=seqlen, seed=seed, out_dir=out_dir, progress=progress)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(out))
+
+
+COMMANDS = [quantize_layer, record_hessians_cmd]
