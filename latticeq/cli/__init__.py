@@ -15,7 +15,7 @@ import click
 from latticeq import __version__
 
 # One module per capability; each defines COMMANDS.
-_COMMAND_MODULES = ["core", "design", "model", "layer"]
+_COMMAND_MODULES = ["core", "design", "model", "layer", "draw"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
