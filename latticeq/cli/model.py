@@ -1,0 +1,147 @@
+"""``latticeq quantize``, ``latticeq eval``, ``latticeq report``: whole-model quantization."""
+
+from __future__ import annotations
+
+import click
+
+from latticeq.cli.common import fail
+
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, RuntimeError)
+
+
+def _methods_help() -> str:
+    return "rtn, gptq, babai, minpivot, lll, block, kbest (each optionally +refine)"
+
+
+@click.command()
+@click.argument("model")
+@click.option("--bits", required=True, type=int, help="Bits per weight (2–8).")
+@click.option("--group-size", type=int, default=None, help="Columns per scale group (default: per-channel).")
+@click.option("--sym", is_flag=True, help="Symmetric grid (zero point 2^(b-1)).")
+@click.option("--act-order", is_flag=True, help="Process columns by descending diag(H) (GPTQ desc_act).")
+@click.option("--method", required=True, help=f"Layer solver: {_methods_help()}.")
+@click.option("--calib", default=None, help="Calibration text file(s), comma-separated, or wikitext2/c4 "
+              "(default: the shipped Austen novels except Pride and Prejudice).")
+@click.option("--nsamples", default=128, show_default=True, type=int, help="Calibration windows N.")
+@click.option("--seqlen", default=512, show_default=True, type=int, help="Tokens per window L (calibration and eval).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration windows and solvers.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--eval", "eval_text", default=None,
+              help="Evaluate perplexity after quantizing: a UTF-8 text file, or 'default' (Pride and Prejudice).")
+@click.option("--eval-windows", type=int, default=None, help="Evaluate only the first K windows.")
+@click.option("--damp", default=0.01, show_default=True, type=float, help="Relative Hessian damping (percdamp).")
+@click.option("--format", "checkpoint_format", default="gptq", show_default=True,
+              type=click.Choice(["gptq", "gptq_v2"]), help="checkpoint_format (gptq stores zeros minus one).")
+@click.option("--out", required=True, type=click.Path(), help="Output checkpoint folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out after its last finished block.")
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def quantize(model, bits, group_size, sym, act_order, method, calib, nsamples, seqlen, seed, device,
+             eval_text, eval_windows, damp, checkpoint_format, out, resume, force, no_progress):
+    """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint."""
+    from latticeq.nn.pipeline import quantize_to_checkpoint
+
+    texts = None
+    if calib is not None:
+        texts = calib if calib.lower() in ("wikitext2", "c4") else [t for t in calib.split(",") if t]
+    try:
+        rec = quantize_to_checkpoint(
+            model, out, bits=bits, method=method, group_size=group_size, sym=sym, act_order=act_order,
+            calib=texts, nsamples=nsamples, seqlen=seqlen, seed=seed, device=device,
+            eval_text=eval_text, eval_windows=eval_windows, percdamp=damp,
+            checkpoint_format=checkpoint_format, resume=resume, force=force, progress=not no_progress,
+        )
+    except _USER_ERRORS as exc:
+        fail(str(exc))
+    ppl = "not evaluated" if rec["perplexity"] is None else f"perplexity {rec['perplexity']:.3f}"
+    click.echo(f"{rec['model']} {bits}-bit {method}: {ppl}; quantized in {rec['quant_time_s']:.0f} s, "
+               f"peak memory {rec['peak_memory_bytes'] / 2**20:.0f} MiB -> {out}")
+
+
+@click.command(name="eval")
+@click.argument("model")
+@click.option("--text", default=None, type=click.Path(), help="UTF-8 text file (default: Pride and Prejudice).")
+@click.option("--seqlen", default=512, show_default=True, type=int, help="Window length L.")
+@click.option("--max-windows", type=int, default=None, help="Score only the first K windows.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--record", type=click.Path(dir_okay=False), default=None, help="Also write a run record (JSON) here.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def eval_(model, text, seqlen, max_windows, device, record, no_progress):
+    """Perplexity of MODEL_OR_CHECKPOINT on non-overlapping windows (GPTQ's evaluation)."""
+    import time
+
+    try:
+        from latticeq.nn.evaluate import perplexity
+        from latticeq.nn.model import load_model, load_tokenizer, resolve_model
+
+        t0 = time.perf_counter()
+        src = resolve_model(model)
+        tok = load_tokenizer(model)
+        net = load_model(model, device=device)
+        res = perplexity(net, tok, text=text, seqlen=seqlen, max_windows=max_windows, progress=not no_progress)
+        if record:
+            from latticeq.nn.records import make_record, write_record
+
+            qc = getattr(net.config, "quantization_config", None)
+            write_record(make_record(
+                model=src.name, method="none", bits=None, group_size=None, sym=False, act_order=False,
+                calibration=None, seed=None, perplexity=res.perplexity,
+                eval={"text": res.text, "seqlen": res.seqlen, "windows": res.windows},
+                wall_time_s=time.perf_counter() - t0, quant_time_s=None, peak_memory_bytes=None, layers=[],
+            ) if qc is None else _checkpoint_record(model, res, time.perf_counter() - t0), record)
+    except _USER_ERRORS as exc:
+        fail(str(exc))
+    click.echo(f"perplexity {res.perplexity:.4f} (mean NLL {res.nll:.4f} nats) on {res.windows}/{res.total_windows} "
+               f"windows of {res.seqlen} tokens of {res.text}")
+
+
+def _checkpoint_record(folder, res, wall):
+    """A checkpoint's own record with the new evaluation."""
+    import json
+    from pathlib import Path
+
+    from latticeq.nn.pipeline import RECORD_NAME
+
+    p = Path(folder) / RECORD_NAME
+    if not p.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} has no {RECORD_NAME} to update")
+    rec = json.loads(p.read_text())
+    rec["perplexity"] = res.perplexity
+    rec["eval"] = {"text": res.text, "seqlen": res.seqlen, "windows": res.windows}
+    return rec
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the Markdown table here (default: print).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Perplexity against bits, PNG/SVG.")
+@click.option("--html", type=click.Path(dir_okay=False), default=None, help="Self-contained HTML report.")
+def report(results, out, plot, html):
+    """Table (and plot) of run RESULTS: record JSON files or folders of them."""
+    from pathlib import Path
+
+    from latticeq.cli.common import atomic_write_bytes
+    from latticeq.nn.records import markdown_table, plot_records, read_records
+
+    try:
+        recs = read_records(results)
+        table = markdown_table(recs)
+        if out:
+            atomic_write_bytes(out, lambda f: f.write(table.encode("utf-8")))
+        else:
+            click.echo(table, nl=False)
+        if plot:
+            plot_records(recs, plot)
+        if html:
+            from latticeq.draw.html import write_html_report
+
+            clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in recs]
+            write_html_report(html, records=clean, title="latticeq quantization report")
+    except _USER_ERRORS as exc:
+        fail(str(exc))
+    for p in (out, plot, html):
+        if p:
+            click.echo(f"wrote {Path(p)}", err=True)
+
+
+COMMANDS = [quantize, eval_, report]

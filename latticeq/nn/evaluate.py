@@ -1,0 +1,166 @@
+"""Perplexity on non-overlapping token windows, as in GPTQ's evaluation.
+
+GPTQ (Frantar et al., arXiv 2210.17323, reference ``llama_eval``/``opt_eval``) cuts the
+tokenized test text into ``W = ⌊T / L⌋`` non-overlapping windows of ``L`` tokens, scores each
+window independently (no context carried over), and reports
+
+.. math::  \\mathrm{ppl} = \\exp\\Big(\\frac{1}{W}\\sum_{w=1}^{W}
+           \\frac{1}{L-1}\\sum_{t=2}^{L} -\\log p(x_{w,t} \\mid x_{w,<t})\\Big),
+
+the exponential of the mean next-token negative log-likelihood (every window has the same
+``L − 1`` predicted tokens, so the mean of window means equals the mean over all tokens).
+Default text: *Pride and Prejudice*, which calibration never uses.
+
+A full pass over *Pride and Prejudice* (≈ 330 windows of 512 tokens with SmolLM2's tokenizer)
+takes minutes on two CPU cores; ``max_windows=k`` scores only the first ``k`` windows — a fixed,
+documented prefix, so results with the same ``k`` are comparable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from latticeq.nn.calib import EVALUATION_TEXT
+
+__all__ = ["PerplexityResult", "eval_windows", "perplexity"]
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Perplexity of a model on a text.
+
+    Attributes
+    ----------
+    perplexity : float
+        ``exp(nll)``.
+    nll : float
+        Mean next-token negative log-likelihood (nats).
+    windows : int
+        Windows scored.
+    total_windows : int
+        Windows available in the text (``⌊T / L⌋``).
+    seqlen : int
+    tokens : int
+        Tokens of the whole text ``T``.
+    text : str
+        Text file (path as given, or "prideprejudice.txt" for the default).
+    """
+
+    perplexity: float
+    nll: float
+    windows: int
+    total_windows: int
+    seqlen: int
+    tokens: int
+    text: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def eval_windows(tokenizer, text=None, seqlen: int = 512):
+    """Token windows of the evaluation text: LongTensor ``(⌊T/L⌋, L)`` and the token count ``T``.
+
+    The whole text is tokenized at once (no special tokens), as GPTQ does.
+    """
+    import torch
+
+    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 2:
+        raise ValueError(f"seqlen must be an integer ≥ 2, got {seqlen!r}")
+    path = EVALUATION_TEXT if text is None else Path(text).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation text {str(text)!r} is not a file")
+    try:
+        s = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"evaluation text {str(path)!r} is not UTF-8: {exc}") from exc
+    ids = torch.tensor(tokenizer(s, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    nwin = ids.numel() // seqlen
+    if nwin < 1:
+        raise ValueError(
+            f"evaluation text too short: {ids.numel()} tokens, fewer than one window of {seqlen}"
+        )
+    return ids[: nwin * seqlen].view(nwin, seqlen), int(ids.numel())
+
+
+def perplexity(
+    model,
+    tokenizer=None,
+    text=None,
+    seqlen: int = 512,
+    max_windows: int | None = None,
+    batch_size: int = 4,
+    device: str | None = None,
+    progress: bool = True,
+    windows=None,
+) -> PerplexityResult:
+    """Perplexity of a causal LM on non-overlapping windows (GPTQ's evaluation).
+
+    Parameters
+    ----------
+    model : transformers causal LM
+    tokenizer : tokenizer, optional
+        Needed unless ``windows`` is given.
+    text : path or None
+        UTF-8 text file; ``None`` = *Pride and Prejudice* (shipped).
+    seqlen : int
+        Window length ``L``.
+    max_windows : int or None
+        Score only the first ``max_windows`` windows (``None`` = all ``⌊T/L⌋``).
+    batch_size : int
+        Windows per forward pass (does not change the result beyond float rounding).
+    device : str or None
+        Device to run on (default: the model's device).
+    progress : bool
+        Show a rich progress bar.
+    windows : LongTensor (W, L), optional
+        Precomputed windows (from :func:`eval_windows`); ``text`` is then only recorded.
+
+    Returns
+    -------
+    PerplexityResult
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if max_windows is not None and (
+        isinstance(max_windows, bool) or not isinstance(max_windows, int) or max_windows < 1
+    ):
+        raise ValueError(f"max_windows must be None or a positive integer, got {max_windows!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if windows is None:
+        if tokenizer is None:
+            raise ValueError("perplexity needs a tokenizer unless precomputed windows are given")
+        windows, tokens = eval_windows(tokenizer, text, seqlen)
+    else:
+        if windows.ndim != 2 or windows.shape[1] != seqlen:
+            raise ValueError(f"windows must have shape (W, {seqlen}), got {tuple(windows.shape)}")
+        tokens = int(windows.numel())
+    total = windows.shape[0]
+    use = total if max_windows is None else min(total, max_windows)
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    text_name = EVALUATION_TEXT.name if text is None else os.fspath(text)
+
+    from latticeq.nn._progress import make_progress
+
+    nll_sum = 0.0
+    count = 0
+    with make_progress(progress) as bar, torch.no_grad():
+        task = bar.add_task(f"perplexity ({text_name}, L={seqlen})", total=use)
+        for start in range(0, use, batch_size):
+            batch = windows[start : min(use, start + batch_size)].to(dev)
+            logits = model(batch, use_cache=False).logits.float()
+            shift = logits[:, :-1, :].reshape(-1, logits.shape[-1])
+            target = batch[:, 1:].reshape(-1)
+            nll_sum += float(F.cross_entropy(shift, target, reduction="sum"))
+            count += target.numel()
+            bar.update(task, advance=batch.shape[0])
+    nll = nll_sum / count
+    return PerplexityResult(
+        perplexity=math.exp(nll), nll=nll, windows=use, total_windows=total,
+        seqlen=seqlen, tokens=tokens, text=text_name,
+    )

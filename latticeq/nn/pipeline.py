@@ -1,0 +1,623 @@
+"""Sequential quantization of a whole model, block by block, as in GPTQ's reference code.
+
+Algorithm (Frantar et al., arXiv 2210.17323, ``llama.py``/``opt.py`` ``*_sequential``):
+
+1. Run the calibration windows through the model up to the first decoder block and keep that
+   block's inputs — hidden states and every keyword argument the model passes to its blocks
+   (attention mask, ``position_ids``, and in transformers 5.x the rotary
+   ``position_embeddings`` computed once in the model).
+2. For each decoder block ``ℓ`` (only this block on the device):
+
+   a. the block's linear layers (``nn.Linear`` and GPT-2's ``Conv1D``) are grouped by the
+      tensor they read — for Llama ``{q, k, v}``, ``{o}``, ``{gate, up}``, ``{down}``; for GPT-2
+      ``{c_attn}``, ``{attn.c_proj}``, ``{c_fc}``, ``{mlp.c_proj}`` — found by one traced
+      forward, so no per-architecture table is needed;
+   b. *true-sequential*: for each group in execution order, run the block on the calibration
+      inputs (stopping as soon as the group's input is known) with the earlier groups already
+      quantized, accumulate ``H = (2/N) Σ x xᵀ`` for the group's shared input, solve every
+      layer of the group (:func:`latticeq.nn.solvers.solve`) and replace its weight by the
+      dequantized codes (scales rounded to float16, as the checkpoint stores them);
+   c. recompute the block's outputs with quantized weights: the next block's inputs.
+
+Embeddings and ``lm_head`` are never touched. After every block the state (quantized layers
+of the block, the next block's inputs) is written atomically under ``state_dir`` so that an
+interrupted run resumes after the last finished block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "QuantizeOptions",
+    "QuantizationResult",
+    "find_blocks",
+    "find_linears",
+    "capture_block_inputs",
+    "linear_groups",
+    "quantize_model",
+]
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What to quantize and how (everything a run's result depends on, except the model/data)."""
+
+    bits: int
+    group_size: int | None = None
+    sym: bool = False
+    act_order: bool = False
+    method: str = "gptq"
+    percdamp: float = 0.01
+    true_sequential: bool = True
+    seed: int = 0
+    mse: bool = False
+    solver_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from latticeq.nn.grid import Grid
+        from latticeq.nn.solvers import METHODS
+
+        Grid(self.bits, group_size=self.group_size, sym=self.sym, mse=self.mse)  # validates bits/group
+        base, plus, suffix = str(self.method).partition("+")
+        if base not in METHODS or (plus and suffix != "refine"):
+            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)} (each optionally +refine)")
+        if not (isinstance(self.percdamp, (int, float)) and self.percdamp >= 0):
+            raise ValueError(f"percdamp must be a number ≥ 0, got {self.percdamp!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QuantizationResult:
+    """Output of :func:`quantize_model`.
+
+    Attributes
+    ----------
+    layers : dict name → QuantizedLayer (checkpoint form)
+    layer_stats : list of {name, error, relative_error, time_s}
+    quant_time_s : float
+        Wall time of the quantization (capture + all blocks) in this process; on resume the
+        earlier part is added from the saved state.
+    peak_memory_bytes : int
+        Peak device memory (CUDA max allocated) or, on CPU, the process's peak resident set.
+    """
+
+    layers: dict
+    layer_stats: list
+    quant_time_s: float
+    peak_memory_bytes: int
+    blocks: int
+
+
+# ---------------------------------------------------------------------------------- structure
+def _is_linear(module) -> bool:
+    import torch
+
+    return isinstance(module, torch.nn.Linear) or (type(module).__name__ == "Conv1D" and hasattr(module, "nf"))
+
+
+def find_linears(module) -> dict:
+    """Linear layers (``nn.Linear``, transformers ``Conv1D``) inside ``module`` by qualified name."""
+    return {name: m for name, m in module.named_modules() if name and _is_linear(m)}
+
+
+def find_blocks(model):
+    """The decoder blocks: ``(qualified name, nn.ModuleList)``.
+
+    The largest ``ModuleList`` whose entries all contain linear layers (``model.layers`` of
+    Llama/Gemma/Mistral, ``transformer.h`` of GPT-2, ``model.decoder.layers`` of OPT).
+    """
+    import torch
+
+    best = None
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and len(mod) > 0:
+            if all(find_linears(b) for b in mod):
+                if best is None or len(mod) > len(best[1]):
+                    best = (name, mod)
+    if best is None:
+        raise ValueError(
+            "the model has no decoder blocks with linear layers (no nn.ModuleList of blocks "
+            "containing nn.Linear/Conv1D); nothing to quantize"
+        )
+    return best
+
+
+def _move_outside_blocks(model, blocks_name: str, device) -> None:
+    """Move every parameter and buffer not inside the decoder blocks to ``device``."""
+    prefix = blocks_name + "."
+    for name, mod in model.named_modules():
+        if name == blocks_name or name.startswith(prefix):
+            continue
+        for pname, p in list(mod.named_parameters(recurse=False)):
+            if p.device != device:
+                p.data = p.data.to(device)
+        for bname, b in list(mod.named_buffers(recurse=False)):
+            if b is not None and b.device != device:
+                mod._buffers[bname] = b.to(device)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _to(obj, device):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_to(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+def capture_block_inputs(model, windows, device="cpu", batch_size: int = 8):
+    """Inputs of the first decoder block for each batch of calibration windows.
+
+    Returns ``(hidden, calls)``: ``hidden`` a list of tensors ``(b, L, d)``; ``calls`` a list of
+    ``(args, kwargs)`` — everything else the model passed to the block (positional after the
+    hidden states, and keyword), per batch.
+    """
+    import torch
+
+    blocks_name, blocks = find_blocks(model)
+    dev = torch.device(device)
+    first = blocks[0]
+    hidden, calls = [], []
+
+    class Catcher(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.inner, name)
+
+        def forward(self, hidden_states, *args, **kwargs):
+            hidden.append(hidden_states.detach())
+            calls.append((args, {k: v for k, v in kwargs.items()}))
+            raise _Stop
+
+    _move_outside_blocks(model, blocks_name, dev)
+    first.to(dev)
+    blocks[0] = Catcher(first)
+    try:
+        with torch.no_grad():
+            for start in range(0, windows.shape[0], batch_size):
+                try:
+                    model(windows[start : start + batch_size].to(dev), use_cache=False)
+                except _Stop:
+                    pass
+    finally:
+        blocks[0] = first
+    for i, (args, kw) in enumerate(calls):
+        kw.pop("past_key_values", None)
+        kw.pop("past_key_value", None)
+        kw.pop("layer_past", None)
+        kw["use_cache"] = False
+        calls[i] = (args, kw)
+    return hidden, calls
+
+
+def _block_forward(block, h, call):
+    args, kwargs = call
+    out = block(h, *args, **kwargs)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
+
+
+def linear_groups(block, hidden, calls) -> list[list[str]]:
+    """Linear layers of ``block`` grouped by shared input tensor, in execution order.
+
+    One traced forward on the first calibration batch; layers whose inputs are the same
+    tensor form a group (Llama: q/k/v, o, gate/up, down).
+    """
+    import torch
+
+    linears = find_linears(block)
+    seen: list = []  # (input tensor, names); tensors kept alive so addresses are not reused
+    handles = []
+
+    def make_hook(name):
+        def hook(mod, inputs):
+            x = inputs[0]
+            for t, names in seen:
+                if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape and t.stride() == x.stride()):
+                    if name not in names:
+                        names.append(name)
+                    return
+            seen.append((x, [name]))
+        return hook
+
+    for name, mod in linears.items():
+        handles.append(mod.register_forward_pre_hook(make_hook(name)))
+    try:
+        with torch.no_grad():
+            _block_forward(block, hidden[0], calls[0])
+    finally:
+        for h in handles:
+            h.remove()
+    groups = [names for _, names in seen]
+    missing = [n for n in linears if not any(n in g for g in groups)]
+    groups += [[n] for n in missing]  # layers not called by the forward: quantized last, alone
+    return groups
+
+
+def _peak_memory(device) -> int:
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def quantize_model(
+    model,
+    windows,
+    options: QuantizeOptions,
+    *,
+    device: str = "cpu",
+    batch_size: int = 8,
+    state_dir=None,
+    resume: bool = False,
+    progress: bool = True,
+    run_info: dict | None = None,
+) -> QuantizationResult:
+    """Quantize every linear layer of the decoder blocks, sequentially (GPTQ's pipeline).
+
+    Parameters
+    ----------
+    model : transformers causal LM (float, on CPU)
+        Modified in place: quantized layers get their dequantized weights.
+    windows : LongTensor (N, L)
+        Calibration windows (:func:`latticeq.nn.calib.calibration_windows`).
+    options : QuantizeOptions
+    device : str
+        Where each block is quantized (``cpu`` or ``cuda``); only one block lives there at a time.
+    batch_size : int
+        Calibration windows per forward pass.
+    state_dir : path, optional
+        Folder for per-block resumable state (written atomically after each block).
+    resume : bool
+        Continue from the state in ``state_dir`` (its options must match).
+    progress : bool
+
+    Returns
+    -------
+    QuantizationResult
+    """
+    import torch
+
+    from latticeq.nn.checkpoint import quantized_layer
+    from latticeq.nn.grid import Grid
+    from latticeq.nn.layer import HessianAccumulator, LayerProblem
+    from latticeq.nn.solvers import solve
+
+    from latticeq.nn._progress import make_progress
+
+    options.validate()
+    if windows.ndim != 2 or windows.dtype != torch.long:
+        raise ValueError(f"windows must be a LongTensor (N, L), got {windows.dtype} {tuple(windows.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        torch.cuda.reset_peak_memory_stats(dev)
+    blocks_name, blocks = check_model(model, options)
+    grid = Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
+    state = Path(state_dir) if state_dir is not None else None
+    fingerprint = {"options": options.to_dict(), "windows": list(windows.shape),
+                   "windows_sum": int(windows.sum()), "blocks": len(blocks), **(run_info or {})}
+    t0 = time.perf_counter()
+    prior_time = 0.0
+    layers: dict = {}
+    stats: list = []
+    start_block = 0
+    hidden = calls = None
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False
+
+    if state is not None:
+        state.mkdir(parents=True, exist_ok=True)
+        run_file = state / "run.json"
+        if resume and (state / "inputs.pt").is_file():
+            saved = json.loads(run_file.read_text())
+            if saved != json.loads(json.dumps(fingerprint, default=str)):
+                raise ValueError(
+                    f"cannot resume: the saved run in {str(state)!r} used different settings "
+                    f"({saved}); start again with --force"
+                )
+            ck = torch.load(state / "inputs.pt", weights_only=False)
+            start_block = ck["next_block"]
+            prior_time = ck["elapsed"]
+            hidden = _to(ck["hidden"], dev)
+            calls = _to(ck["calls"], dev)
+            for bi in range(start_block):
+                saved_block = torch.load(state / f"block_{bi:04d}.pt", weights_only=False)
+                mods = find_linears(blocks[bi])
+                for name, q in saved_block["layers"].items():
+                    full = f"{blocks_name}.{bi}.{name}"
+                    layers[full] = q
+                    _set_weight(mods[name], q.dequant())
+                stats.extend(saved_block["stats"])
+        else:
+            for f in state.glob("block_*.pt"):
+                f.unlink()
+            if (state / "inputs.pt").exists():
+                (state / "inputs.pt").unlink()
+            _atomic_json(json.loads(json.dumps(fingerprint, default=str)), run_file)
+
+    try:
+        if hidden is None:
+            hidden, calls = capture_block_inputs(model, windows, device=dev, batch_size=batch_size)
+        else:
+            _move_outside_blocks(model, blocks_name, dev)
+        n_layers_total = sum(len(find_linears(b)) for b in blocks)
+        with make_progress(progress) as bar:
+            task = bar.add_task("quantizing", total=n_layers_total)
+            bar.update(task, completed=sum(len(find_linears(b)) for b in blocks[:start_block]))
+            for bi in range(start_block, len(blocks)):
+                block = blocks[bi].to(dev)
+                mods = find_linears(block)
+                groups = linear_groups(block, hidden, calls) if options.true_sequential else [list(mods)]
+                block_layers, block_stats = {}, []
+                for group in groups:
+                    H = _group_hessian(block, mods[group[0]], hidden, calls)
+                    for name in group:
+                        mod = mods[name]
+                        bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
+                        tl = time.perf_counter()
+                        W = _get_weight(mod).to(torch.float32)
+                        problem, _jitter = _layer_problem(W, H)
+                        sol = solve(problem, grid, method=options.method, act_order=options.act_order,
+                                    percdamp=options.percdamp, seed=options.seed, **options.solver_options)
+                        q = quantized_layer(sol.codes, sol.scales, sol.zeros, sol.g_idx, options.bits,
+                                            transposed=_is_conv1d(mod))
+                        _set_weight(mod, q.dequant().to(dev))
+                        full = f"{blocks_name}.{bi}.{name}"
+                        rec = {"name": full, "error": float(sol.error),
+                               "relative_error": float(sol.relative_error),
+                               "time_s": time.perf_counter() - tl}
+                        block_layers[name] = q
+                        block_stats.append(rec)
+                        layers[full] = q
+                        bar.update(task, advance=1, description=(
+                            f"block {bi + 1}/{len(blocks)} {name}: rel. err {rec['relative_error']:.3g}"))
+                    del H
+                # outputs of the quantized block are the next block's inputs
+                with torch.no_grad():
+                    hidden = [_block_forward(block, h, c) for h, c in zip(hidden, calls)]
+                stats.extend(block_stats)
+                blocks[bi] = block.to("cpu") if dev.type != "cpu" else block
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                if state is not None:
+                    _atomic_torch_save({"layers": block_layers, "stats": block_stats},
+                                       state / f"block_{bi:04d}.pt")
+                    _atomic_torch_save({"next_block": bi + 1, "hidden": _to(hidden, "cpu"),
+                                        "calls": _to(calls, "cpu"),
+                                        "elapsed": prior_time + time.perf_counter() - t0},
+                                       state / "inputs.pt")
+    finally:
+        if use_cache is not None:
+            model.config.use_cache = use_cache
+    peak = _peak_memory(dev)
+    _move_outside_blocks(model, blocks_name, torch.device("cpu"))
+    return QuantizationResult(layers=layers, layer_stats=stats,
+                              quant_time_s=prior_time + time.perf_counter() - t0,
+                              peak_memory_bytes=peak, blocks=len(blocks))
+
+
+def check_model(model, options: QuantizeOptions):
+    """Validate that ``model`` has decoder blocks whose layers fit the grid; returns the blocks."""
+    from latticeq.nn.grid import Grid
+
+    blocks_name, blocks = find_blocks(model)
+    grid = Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
+    for bi, block in enumerate(blocks):
+        for name, mod in find_linears(block).items():
+            n = mod.weight.shape[0] if _is_conv1d(mod) else mod.weight.shape[1]
+            try:
+                grid.check_columns(n)
+            except ValueError as exc:
+                raise ValueError(f"layer {blocks_name}.{bi}.{name}: {exc}") from None
+    return blocks_name, blocks
+
+
+def _layer_problem(W, H):
+    """``LayerProblem(W, H)``; if float round-off makes a singular ``H`` fail the PSD check,
+    add ``ε · mean(diag H) · I`` with ε = 1e-6, 1e-5, 1e-4 (far below the solver's damping)."""
+    from latticeq.nn.layer import LayerProblem
+
+    try:
+        return LayerProblem(W, H), 0.0
+    except ValueError as exc:
+        if "positive semidefinite" not in str(exc):
+            raise
+        last = exc
+    import torch
+
+    mean_diag = torch.diagonal(H).mean()
+    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    for eps in (1e-6, 1e-5, 1e-4):
+        try:
+            return LayerProblem(W, H + eps * mean_diag * eye), eps
+        except ValueError as exc:
+            last = exc
+    raise last
+
+
+def _is_conv1d(mod) -> bool:
+    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf")
+
+
+def _get_weight(mod):
+    """Weight as (out, in)."""
+    return mod.weight.detach().T if _is_conv1d(mod) else mod.weight.detach()
+
+
+def _set_weight(mod, W) -> None:
+    W = W.T.contiguous() if _is_conv1d(mod) else W
+    mod.weight.data = W.to(device=mod.weight.device, dtype=mod.weight.dtype)
+
+
+def _group_hessian(block, first_layer, hidden, calls):
+    """``H = (2/N) Σ x xᵀ`` of the input of ``first_layer`` over all calibration batches.
+
+    The block runs only until that input is known (a pre-hook stops the forward).
+    """
+    import torch
+
+    from latticeq.nn.layer import HessianAccumulator
+
+    n = first_layer.weight.shape[0] if _is_conv1d(first_layer) else first_layer.weight.shape[1]
+    acc = HessianAccumulator(n, device=hidden[0].device)
+
+    def hook(mod, inputs):
+        acc.add_batch(inputs[0].detach())
+        raise _Stop
+
+    handle = first_layer.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            for h, c in zip(hidden, calls):
+                try:
+                    _block_forward(block, h, c)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    return acc.hessian
+
+
+STATE_DIR = ".latticeq-state"
+RECORD_NAME = "latticeq_record.json"
+
+
+def quantize_to_checkpoint(
+    model: str,
+    out,
+    *,
+    bits: int,
+    method: str = "gptq",
+    group_size: int | None = None,
+    sym: bool = False,
+    act_order: bool = False,
+    calib=None,
+    nsamples: int = 128,
+    seqlen: int = 512,
+    seed: int = 0,
+    device: str = "cpu",
+    eval_text=None,
+    eval_windows: int | None = None,
+    percdamp: float = 0.01,
+    true_sequential: bool = True,
+    checkpoint_format: str = "gptq",
+    batch_size: int = 8,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    solver_options: dict | None = None,
+) -> dict:
+    """Load a model, quantize it sequentially, optionally evaluate, save a GPTQ checkpoint.
+
+    Everything is validated (options, model, calibration text length, output folder) before
+    anything is written. The run's state lives in ``out/.latticeq-state`` while it runs
+    (``resume=True`` continues after the last finished block); the checkpoint replaces ``out``
+    atomically at the end, with the run record in ``out/latticeq_record.json``.
+
+    ``eval_text``: ``None`` = no evaluation (perplexity ``None``); ``"default"`` = *Pride and
+    Prejudice*; else a UTF-8 file. ``eval_windows`` limits evaluation to the first windows.
+
+    Returns the run record (see :mod:`latticeq.nn.records`).
+    """
+    import torch
+
+    from latticeq.nn.calib import calibration_windows, describe_calibration
+    from latticeq.nn.checkpoint import CHECKPOINT_FORMATS, save_checkpoint
+    from latticeq.nn.evaluate import perplexity
+    from latticeq.nn.model import load_model, load_tokenizer, resolve_model
+    from latticeq.nn.records import make_record
+
+    t_start = time.perf_counter()
+    options = QuantizeOptions(bits=bits, group_size=group_size, sym=sym, act_order=act_order,
+                              method=method, percdamp=percdamp, true_sequential=true_sequential,
+                              seed=seed, solver_options=dict(solver_options or {}))
+    options.validate()
+    if checkpoint_format not in CHECKPOINT_FORMATS:
+        raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
+    out = Path(out)
+    state_dir = out / STATE_DIR
+    if out.exists():
+        resumable = resume and (state_dir / "inputs.pt").is_file()
+        if not (force or resumable):
+            what = "an unfinished run (use --resume)" if (state_dir / "run.json").exists() else "files"
+            raise FileExistsError(f"output folder {str(out)!r} exists and holds {what}; "
+                                  f"pass --force to replace it")
+        if out.is_file():
+            raise FileExistsError(f"output {str(out)!r} is a file, not a folder")
+    source = resolve_model(model)
+    if eval_text not in (None, "default") and not Path(eval_text).is_file():
+        raise FileNotFoundError(f"evaluation text {str(eval_text)!r} is not a file")
+    tokenizer = load_tokenizer(model)
+    windows = calibration_windows(tokenizer, texts=calib, nsamples=nsamples, seqlen=seqlen, seed=seed)
+    net = load_model(model, device="cpu")
+    check_model(net, options)  # no blocks / group size not dividing a layer: error, nothing written
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"model": source.name, "calibration": describe_calibration(calib)}
+    result = quantize_model(net, windows, options, device=device, batch_size=batch_size,
+                            state_dir=state_dir, resume=resume, progress=progress, run_info=info)
+    ppl = ev = None
+    if eval_text is not None:
+        text = None if eval_text == "default" else eval_text
+        net.to(device)
+        pr = perplexity(net, tokenizer, text=text, seqlen=seqlen, max_windows=eval_windows,
+                        progress=progress)
+        net.to("cpu")
+        ppl, ev = pr.perplexity, {"text": pr.text, "seqlen": pr.seqlen, "windows": pr.windows}
+    record = make_record(
+        model=source.name, method=method, bits=bits, group_size=group_size, sym=sym,
+        act_order=act_order,
+        calibration={"source": info["calibration"], "nsamples": nsamples, "seqlen": seqlen},
+        seed=seed, perplexity=ppl, eval=ev, wall_time_s=time.perf_counter() - t_start,
+        quant_time_s=result.quant_time_s, peak_memory_bytes=result.peak_memory_bytes,
+        layers=result.layer_stats,
+    )
+    save_checkpoint(net, result.layers, out, bits=bits, group_size=group_size, sym=sym,
+                    desc_act=act_order, damp_percent=percdamp, true_sequential=true_sequential,
+                    checkpoint_format=checkpoint_format, tokenizer=tokenizer,
+                    extra_files={RECORD_NAME: record}, force=True)
+    return record

@@ -1,0 +1,195 @@
+"""Run records of model quantization: one JSON file per run, tables and plots over many.
+
+Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other tools, e.g.
+:mod:`latticeq.draw`, read them)::
+
+    model, method, bits, group_size, sym, act_order,
+    calibration {source, nsamples, seqlen}, seed,
+    perplexity, eval {text, seqlen, windows},
+    wall_time_s, quant_time_s, peak_memory_bytes,
+    layers [{name, error, relative_error, time_s}],
+    latticeq_version, created
+
+The unquantized baseline is recorded with ``method = "none"``, ``bits = None`` and no layers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+__all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "markdown_table", "plot_records"]
+
+RECORD_KEYS = (
+    "model", "method", "bits", "group_size", "sym", "act_order", "calibration", "seed",
+    "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "layers",
+    "latticeq_version", "created",
+)
+
+
+def make_record(
+    *,
+    model: str,
+    method: str,
+    bits: int | None,
+    group_size: int | None,
+    sym: bool,
+    act_order: bool,
+    calibration: dict | None,
+    seed: int | None,
+    perplexity: float | None,
+    eval: dict | None,
+    wall_time_s: float,
+    quant_time_s: float | None,
+    peak_memory_bytes: int | None,
+    layers: list,
+) -> dict:
+    """A run record with exactly :data:`RECORD_KEYS` (validated)."""
+    from latticeq import __version__
+
+    if calibration is not None and set(calibration) != {"source", "nsamples", "seqlen"}:
+        raise ValueError(f"calibration must have keys source, nsamples, seqlen; got {sorted(calibration)}")
+    if eval is not None and set(eval) != {"text", "seqlen", "windows"}:
+        raise ValueError(f"eval must have keys text, seqlen, windows; got {sorted(eval)}")
+    for rec in layers:
+        if set(rec) != {"name", "error", "relative_error", "time_s"}:
+            raise ValueError(f"each layer entry needs keys name, error, relative_error, time_s; got {sorted(rec)}")
+    if perplexity is not None and not math.isfinite(perplexity):
+        perplexity = None if math.isnan(perplexity) else float("inf")
+    return {
+        "model": str(model), "method": str(method), "bits": bits, "group_size": group_size,
+        "sym": bool(sym), "act_order": bool(act_order), "calibration": calibration,
+        "seed": seed, "perplexity": perplexity, "eval": eval,
+        "wall_time_s": float(wall_time_s),
+        "quant_time_s": None if quant_time_s is None else float(quant_time_s),
+        "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
+        "layers": list(layers), "latticeq_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_record(record: dict, path) -> Path:
+    """Write a record atomically (temp file + rename)."""
+    missing = set(RECORD_KEYS) ^ set(record)
+    if missing:
+        raise ValueError(f"record keys differ from RECORD_KEYS: {sorted(missing)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_records(paths) -> list[dict]:
+    """Records from JSON files and folders (``*.json`` inside, and ``latticeq_record.json``)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(f for f in p.glob("*.json") if f.name not in ("config.json", "quantize_config.json",
+                                                                             "generation_config.json", "tokenizer_config.json",
+                                                                             "tokenizer.json", "special_tokens_map.json"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no record file or folder {str(p)!r}")
+    out = []
+    for f in files:
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{str(f)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(rec, dict) or not {"model", "method", "bits", "perplexity"} <= set(rec):
+            raise ValueError(f"{str(f)!r} is not a latticeq run record (keys {RECORD_KEYS})")
+        rec = dict(rec)
+        rec["_path"] = str(f)
+        out.append(rec)
+    if not out:
+        raise ValueError("no run records found")
+    return out
+
+
+def _method_label(rec: dict) -> str:
+    m = rec["method"]
+    if rec.get("act_order") and m not in ("rtn", "none", "minpivot"):
+        m += " act-order"
+    return m
+
+
+def _gs(rec) -> str:
+    return "—" if rec.get("bits") is None else ("per-channel" if rec.get("group_size") in (None, -1) else f"g{rec['group_size']}")
+
+
+def markdown_table(records: list[dict], baseline_method: str = "gptq") -> str:
+    """Markdown table: one row per record, sorted by bits (desc), grouping, perplexity.
+
+    The ``vs GPTQ`` column is the perplexity ratio to the GPTQ (act-order if present) run of the
+    same model, bits and grouping in the same set of records.
+    """
+    def key(r):
+        return (r["model"], -(r["bits"] or 99), _gs(r), r["perplexity"] if r["perplexity"] is not None else float("inf"))
+
+    base = {}
+    for r in records:
+        if r["method"] == baseline_method and r["perplexity"] is not None:
+            k = (r["model"], r["bits"], _gs(r))
+            if k not in base or r.get("act_order"):
+                base[k] = r["perplexity"]
+    lines = [
+        "| model | bits | grouping | method | perplexity | vs GPTQ | eval windows | calibration | quant time (s) | wall time (s) | peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=key):
+        ppl = "—" if r["perplexity"] is None else f"{r['perplexity']:.3f}"
+        b = base.get((r["model"], r["bits"], _gs(r)))
+        ratio = "—" if (b is None or r["perplexity"] is None) else f"{r['perplexity'] / b:.3f}"
+        ev = r.get("eval") or {}
+        ew = "—" if not ev else f"{ev.get('windows')} × {ev.get('seqlen')}"
+        cal = r.get("calibration") or {}
+        cs = "—" if not cal else f"{cal.get('nsamples')} × {cal.get('seqlen')}"
+        qt = "—" if r.get("quant_time_s") is None else f"{r['quant_time_s']:.0f}"
+        wt = "—" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}"
+        pm = "—" if r.get("peak_memory_bytes") is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
+        lines.append(f"| {r['model']} | {r['bits'] if r['bits'] is not None else 'float'} | {_gs(r)} | "
+                     f"{_method_label(r)} | {ppl} | {ratio} | {ew} | {cs} | {qt} | {wt} | {pm} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_records(records: list[dict], path) -> Path:
+    """Perplexity against bits, one line per method and grouping (log scale); baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    series: dict = {}
+    for r in records:
+        if r["perplexity"] is None:
+            continue
+        if r["bits"] is None:
+            ax.axhline(r["perplexity"], ls="--", color="gray", lw=1, label=f"unquantized ({r['model']})")
+            continue
+        series.setdefault(f"{_method_label(r)}, {_gs(r)}", []).append((r["bits"], r["perplexity"]))
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
