@@ -102,11 +102,11 @@ def solve(
     from latticeq.nn.solvers import gptq as _gptq
 
     if base_method == "rtn":
-        s, z = grid.static_params(prep.W0)
-        n = prep.W.shape[1]
-        gidx = torch.zeros(n, dtype=torch.long) if grid.group_size is None else torch.arange(n) // grid.group_size
-        S = s[:, gidx.to(s.device)].contiguous()
-        Z = z[:, gidx.to(s.device)].contiguous()
+        S, Z = prep.S, prep.Z
+        if prep.dynamic:  # no error feedback: the groups of the original weights
+            s, z = grid.static_params(prep.W0)
+            gidx = (torch.arange(prep.W.shape[1]) // grid.group_size).to(s.device)
+            S, Z = s[:, gidx].contiguous(), z[:, gidx].contiguous()
         Vp = grid.quantize(prep.W, S, Z)
     elif base_method in ("gptq", "minpivot"):
         Vp, S, Z, st = _gptq.error_feedback(prep, blocksize=blocksize)

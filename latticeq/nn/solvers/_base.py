@@ -132,7 +132,9 @@ def prepare(problem: LayerProblem, grid: Grid, *, order: str = "natural", percda
     S = torch.zeros(m, n, dtype=dtype, device=device)
     Z = torch.zeros(m, n, dtype=dtype, device=device)
     if not dynamic:
-        s, z = grid.static_params(W)  # original order groups
+        # as published: per-channel parameters from the weights before dead columns are
+        # zeroed, static groups after (GPTQ.fasterquant)
+        s, z = grid.static_params(problem.W.to(dtype) if grid.group_size is None else W)
         gidx = torch.zeros(n, dtype=torch.long, device=device) if grid.group_size is None else torch.arange(n, device=device) // grid.group_size
         S = s[:, gidx][:, perm].contiguous()
         Z = z[:, gidx][:, perm].contiguous()
@@ -152,7 +154,8 @@ def assemble(problem: LayerProblem, prep: Prepared, codes_p: torch.Tensor, S: to
         scales, zeros = S[:, :1], Z[:, :1]
     elif grid.static_groups:
         g_idx = (torch.arange(n, device=dev) // grid.group_size).to(torch.int32)
-        scales, zeros = grid.static_params(prep.W0)
+        invp = torch.argsort(perm)
+        scales, zeros = S[:, invp][:, :: grid.group_size], Z[:, invp][:, :: grid.group_size]
     else:
         g = grid.group_size
         g_idx = torch.empty(n, dtype=torch.int32, device=dev)

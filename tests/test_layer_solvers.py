@@ -1,0 +1,263 @@
+"""Solvers: GPTQ against a literal transcription of the reference implementation, GPTQ ≡ Babai
+code for code, Babai's bound, brute force for block-exact, refinement, list decoding, LLL."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from latticeq.nn.grid import Grid
+from latticeq.nn.layer import LayerProblem
+from latticeq.nn.solvers import METHODS, solve
+
+
+def _problem(m=24, n=64, seed=0, dead=()):
+    g = torch.Generator().manual_seed(seed)
+    k = 3 * n
+    scales = torch.rand(n, generator=g, dtype=torch.float64) ** 3 + 0.05
+    X = torch.randn(k, n, generator=g, dtype=torch.float64) * scales + 0.5 * torch.randn(k, 1, generator=g, dtype=torch.float64)
+    H = 2 * X.T @ X / k
+    for j in dead:
+        H[j, :] = 0
+        H[:, j] = 0
+    W = 0.05 * torch.randn(m, n, generator=g, dtype=torch.float64)
+    return LayerProblem(W, H)
+
+
+def _reference_gptq(W, H, grid, blocksize=128, percdamp=0.01, actorder=False):
+    """IST-DASLab/gptq ``GPTQ.fasterquant`` + ``Quantizer``, transcribed (float64)."""
+    W = W.clone()
+    H = H.clone()
+    columns = W.shape[1]
+    groupsize = grid.group_size or -1
+    maxq = grid.maxq
+
+    def find(x):
+        return grid.find_params(x)
+
+    def quantize(x, scale, zero):
+        q = torch.clamp(torch.round(x / scale) + zero, 0, maxq)
+        return scale * (q - zero), q
+
+    scale, zero = find(W)
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    if grid.static_groups and groupsize != -1:
+        groups = [find(W[:, i : i + groupsize]) for i in range(0, columns, groupsize)]
+    if actorder:
+        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
+        W = W[:, perm]
+        H = H[perm][:, perm]
+        invperm = torch.argsort(perm)
+    Q = torch.zeros_like(W)
+    codes = torch.zeros_like(W)
+    damp = percdamp * torch.mean(torch.diag(H))
+    H[range(columns), range(columns)] += damp
+    H = torch.linalg.cholesky(H)
+    H = torch.cholesky_inverse(H)
+    H = torch.linalg.cholesky(H, upper=True)
+    Hinv = H
+    for i1 in range(0, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        count = i2 - i1
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        C1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(count):
+            w = W1[:, i]
+            d = Hinv1[i, i]
+            if groupsize != -1:
+                if not grid.static_groups:
+                    if (i1 + i) % groupsize == 0:
+                        scale, zero = find(W[:, (i1 + i) : (i1 + i + groupsize)])
+                else:
+                    idx = i1 + i
+                    if actorder:
+                        idx = perm[idx]
+                    scale, zero = groups[idx // groupsize]
+            q, c = quantize(w, scale, zero)
+            Q1[:, i] = q
+            C1[:, i] = c
+            err1 = (w - q) / d
+            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
+            Err1[:, i] = err1
+        Q[:, i1:i2] = Q1
+        codes[:, i1:i2] = C1
+        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
+    if actorder:
+        Q = Q[:, invperm]
+        codes = codes[:, invperm]
+    return Q, codes
+
+
+# group size == blocksize keeps the reference's group refresh on fully updated weights
+@pytest.mark.parametrize("grid", [Grid(3), Grid(2), Grid(4, group_size=16), Grid(3, group_size=16, static_groups=True), Grid(3, sym=True), Grid(2, mse=True)])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_matches_reference_implementation(grid, act_order):
+    P = _problem(dead=(5,))
+    Qref, cref = _reference_gptq(P.W, P.H, grid, blocksize=16, actorder=act_order)
+    sol = solve(P, grid, "gptq", act_order=act_order, blocksize=16)
+    assert torch.equal(sol.codes.to(torch.float64), cref)
+    assert torch.allclose(sol.dequant.to(torch.float64), Qref, atol=1e-6)
+    assert sol.error == pytest.approx(P.objective(Qref), rel=1e-9)
+
+
+# Symmetric grids with *dynamic* groups are left out on purpose: there the extreme weight of a
+# group sits exactly on a rounding tie (x/s = maxq/2), and GPTQ's updated weight and Babai's
+# residual coordinate differ in the last ulp, so either side of the tie is correct.
+@pytest.mark.parametrize("grid", [Grid(8), Grid(3), Grid(2), Grid(3, group_size=16), Grid(2, group_size=32, static_groups=True),
+                                  Grid(4, group_size=8), Grid(3, sym=True), Grid(4, group_size=8, sym=True, static_groups=True), Grid(2, mse=True, group_size=32)])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_equals_babai_code_for_code(grid, act_order):
+    P = _problem(m=40, n=96, seed=3, dead=(7, 50))
+    a = solve(P, grid, "gptq", act_order=act_order, blocksize=32)
+    b = solve(P, grid, "babai", act_order=act_order)
+    assert int((a.codes != b.codes).sum()) == 0
+    assert torch.equal(a.scales, b.scales) and torch.equal(a.zeros, b.zeros)
+    assert a.error == pytest.approx(b.error, rel=1e-9)
+
+
+def test_babai_bound_on_unclipped_rows_and_lattice_distance():
+    m = 40
+    P = _problem(m=m, n=32, seed=5)
+    grid = Grid(4)
+    sol = solve(P, grid, "babai", act_order=True, trace=True, trace_rows=range(m))
+    bound = sol.stats["error_bound"]
+    dist = sol.stats["lattice_distance2"]
+    # the lattice residual is the damped objective
+    Hd, lam = P.damped(0.01)
+    E = P.W - sol.dequant.to(torch.float64)
+    assert torch.allclose(dist, ((E @ Hd) * E).sum(1), rtol=1e-6)
+    # rows whose nearest-plane centres never rounded outside the box were not clipped
+    c = np.rint(sol.stats["trace"]["center"])
+    unclipped = torch.from_numpy(((c >= 0) & (c <= grid.maxq)).all(axis=1))
+    assert 5 < int(unclipped.sum()) < m
+    assert (dist[unclipped] <= bound[unclipped] * (1 + 1e-9)).all()
+    assert (dist / bound).max() < 10  # clipped rows may exceed the bound, but not wildly
+
+
+def test_traces_reproduce_the_codes():
+    P = _problem(m=8, n=32, seed=2)
+    grid = Grid(3, group_size=8)
+    g = solve(P, grid, "gptq", act_order=True, trace=True, trace_rows=(1, 4))
+    b = solve(P, grid, "babai", act_order=True, trace=True, trace_rows=(1, 4))
+    perm = g.perm
+    for t, r in enumerate((1, 4)):
+        assert np.array_equal(g.stats["trace"]["codes"][t], g.codes[r, perm].numpy())
+        assert np.array_equal(b.stats["trace"]["index"][t], b.codes[r, perm].numpy())
+        # the first traced weights are the row itself (processing order)
+        assert np.allclose(g.stats["trace"]["weights"][t, 0], P.W[r, perm].numpy())
+        res = b.stats["trace"]["residual"][t, -1]
+        assert res @ res == pytest.approx(b.stats["lattice_distance2"][r].item(), rel=1e-9)
+
+
+def test_solution_format_act_order_dynamic_groups():
+    P = _problem(m=10, n=64)
+    grid = Grid(3, group_size=16)
+    sol = solve(P, grid, "gptq", act_order=True)
+    assert sol.codes.dtype == torch.int32 and sol.codes.shape == (10, 64)
+    assert sol.scales.shape == (10, 4) and sol.zeros.shape == (10, 4)
+    assert sol.g_idx.dtype == torch.int32
+    assert sorted(sol.perm.tolist()) == list(range(64))
+    # g_idx follows the processing order: position p of perm is in group p // 16
+    assert torch.equal(sol.g_idx[sol.perm], (torch.arange(64) // 16).to(torch.int32))
+    gi = sol.g_idx.long()
+    assert torch.allclose(sol.dequant, sol.scales[:, gi] * (sol.codes - sol.zeros[:, gi]))
+    assert int(sol.codes.min()) >= 0 and int(sol.codes.max()) <= 7
+    assert torch.equal(sol.zeros, torch.round(sol.zeros))
+
+
+def test_block_exact_with_one_block_is_the_brute_force_optimum():
+    n, m = 6, 5
+    P = _problem(m=m, n=n, seed=11)
+    grid = Grid(2)
+    sol = solve(P, grid, "block", block=n, max_nodes=0, blocksize=n)
+    Hd, _ = P.damped(0.01)
+    s = sol.scales[:, 0].to(torch.float64)
+    z = sol.zeros[:, 0].to(torch.float64)
+    allv = torch.tensor(list(itertools.product(range(4), repeat=n)), dtype=torch.float64)
+    for r in range(m):
+        Qs = s[r] * (allv - z[r])
+        E = P.W[r] - Qs
+        obj = ((E @ Hd) * E).sum(1)
+        best = obj.min()
+        e = P.W[r] - sol.dequant[r].to(torch.float64)
+        assert (e @ Hd @ e).item() == pytest.approx(best.item(), rel=1e-9)
+    assert sol.stats["rows_exact"] == 1.0
+
+
+def test_block_exact_not_worse_than_gptq_blockwise():
+    P = _problem(m=30, n=64, seed=4)
+    for grid in (Grid(2), Grid(3, group_size=16)):
+        g = solve(P, grid, "gptq", act_order=True)
+        b = solve(P, grid, "block", act_order=True, block=16, max_nodes=0)
+        assert b.error <= g.error * 1.02  # greedy across blocks, exact inside
+        assert int(b.codes.min()) >= 0 and int(b.codes.max()) <= grid.maxq
+
+
+def test_refine_is_monotone_and_a_local_minimum():
+    P = _problem(m=12, n=32, seed=6)
+    grid = Grid(2, group_size=16)
+    for base in ("rtn", "gptq"):
+        a = solve(P, grid, base, act_order=True)
+        r = solve(P, grid, base + "+refine", act_order=True)
+        assert r.method == base + "+refine"
+        assert r.error <= a.error
+        assert torch.equal(r.scales, a.scales)
+    # no single ±1 move improves the refined solution
+    gi = r.g_idx.long()
+    S = r.scales.to(torch.float64)[:, gi]
+    base_rows = P.row_objective(r.dequant.to(torch.float64))
+    for i in range(12):
+        for j in range(32):
+            for d in (-1, 1):
+                c = r.codes[i, j].item() + d
+                if 0 <= c <= grid.maxq:
+                    Q = r.dequant.to(torch.float64).clone()
+                    Q[i, j] += d * S[i, j]
+                    assert P.row_objective(Q)[i] >= base_rows[i] - 1e-12
+
+
+def test_kbest_and_lll_never_worse_than_gptq_per_row():
+    P = _problem(m=30, n=48, seed=8)
+    grid = Grid(2)
+    g = solve(P, grid, "gptq", act_order=True)
+    for meth, opts in (("kbest", {"k": 4}), ("lll", {})):
+        s = solve(P, grid, meth, act_order=True, seed=1, **opts)
+        assert (P.row_objective(s.dequant.double()) <= P.row_objective(g.dequant.double()) * (1 + 1e-5) + 1e-9).all()
+        assert int(s.codes.min()) >= 0 and int(s.codes.max()) <= grid.maxq
+    k1 = solve(P, grid, "kbest", act_order=True, seed=5, k=4)
+    k2 = solve(P, grid, "kbest", act_order=True, seed=5, k=4)
+    assert torch.equal(k1.codes, k2.codes)  # same seed, same result
+
+
+def test_minpivot_on_diagonal_hessian_is_descending_diagonal():
+    from latticeq.nn.solvers import min_pivot_order
+
+    d = torch.tensor([3.0, 1.0, 5.0, 2.0, 4.0], dtype=torch.float64)
+    assert min_pivot_order(torch.diag(d)).tolist() == [2, 4, 0, 3, 1]
+    P = _problem(m=10, n=40, seed=9)
+    s = solve(P, Grid(3), "minpivot")
+    assert sorted(s.perm.tolist()) == list(range(40))
+    assert s.stats["order"] == "minpivot"
+
+
+def test_solve_bad_input():
+    P = _problem(m=4, n=30)
+    with pytest.raises(ValueError, match="unknown method 'optq'"):
+        solve(P, Grid(3), "optq")
+    with pytest.raises(ValueError, match="unknown method 'gptq\\+polish'"):
+        solve(P, Grid(3), "gptq+polish")
+    with pytest.raises(ValueError, match="does not divide the number of columns 30"):
+        solve(P, Grid(3, group_size=16), "gptq")
+    with pytest.raises(ValueError, match="unknown option"):
+        solve(P, Grid(3), "gptq", blocksise=4)
+    with pytest.raises(ValueError, match="per-channel grid"):
+        solve(_problem(m=4, n=32), Grid(3, group_size=16), "lll")
+    with pytest.raises(ValueError, match="problem must be a LayerProblem"):
+        solve((P.W, P.H), Grid(3))
+    assert set(METHODS) == {"rtn", "gptq", "babai", "minpivot", "lll", "block", "kbest"}
