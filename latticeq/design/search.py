@@ -173,7 +173,8 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
             kw = dict(cfg.get("sgd_overrides") or {})
             state = S.sgd_start(n, preset=cfg["preset"], seed=rseed, init=init, **kw)
         save(state)
-        state = S.sgd(n, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk)
+        state = S.sgd(n, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
+                      chunk=cfg.get("chunk") or 20000)
         G = state.generator
     else:
         if rec is not None:
@@ -185,7 +186,8 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
             kw.update(cfg.get("fusion_overrides") or {})
             state = F.fusion_start(sp, method=method, seed=rseed, **kw)
         save(state)
-        state = F.fuse(None, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk)
+        state = F.fuse(None, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
+                       chunk=cfg.get("chunk") or 50)
         G = F.fused_generator(state)
     nsm, se = estimate_nsm_mc(G, cfg["select_samples"], seed=_seed_for(rseed, 7))
     done = {"status": "done", "index": index, "seed": rseed, "generator": np.asarray(G).tolist(),
@@ -201,7 +203,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
                workers: int | None = None, final_samples: int = 10**7,
                select_samples: int = 200_000, checkpoint_every: float = 120.0,
                init=None, name: str | None = None, fusion_overrides: dict | None = None,
-               sgd_overrides: dict | None = None, progress: bool = True) -> SearchResult:
+               sgd_overrides: dict | None = None, chunk: int | None = None,
+               progress: bool = True) -> SearchResult:
     """Search for a good lattice quantizer in dimension ``dim`` with ``method``.
 
     Parameters
@@ -216,6 +219,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     workers : local processes (default ``min(restarts, cpu count)``; 1 runs in-process).
     final_samples : points for the final NSM estimate (default 10^7).
     init : starting generator for SGD (e.g. the best fused lattice; array or Lattice).
+    chunk : steps between progress updates / checkpoint opportunities (default: SGD 20000,
+        fusion 50).
     """
     validate(dim, method, preset, restarts)
     if final_samples < 2 or select_samples < 2:
@@ -242,7 +247,7 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
            "seed": int(seed), "restarts": int(restarts), "select_samples": int(select_samples),
            "checkpoint_every": float(checkpoint_every), "init": init,
            "fusion_overrides": fusion_overrides, "sgd_overrides": sgd_overrides,
-           "inner_progress": False}
+           "chunk": chunk, "inner_progress": False}
     if ckdir.exists() and any(ckdir.iterdir()):
         if not resume:
             raise FileExistsError(f"a checkpoint of this search exists at {ckdir}; pass "
