@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from latticeq.cli.common import fail, load_lattice_arg
@@ -80,37 +82,44 @@ def _steps_options(f):
     f = click.option("--dim", default=2, show_default=True, type=click.IntRange(2, 3), help="n for random X and w.")(f)
     f = click.option("--k", "k", default=None, type=int, help="Rows of random X (default n + 1).")(f)
     f = click.option("--seed", default=0, show_default=True, type=int, help="Seed of random X and w.")(f)
+    f = click.option("--bits", default=4, show_default=True, type=int, help="Grid bits (codes 0..2^bits-1).")(f)
+    f = click.option("--step", default=1.0, show_default=True, type=float, help="Grid step s.")(f)
+    f = click.option("--percdamp", default=0.0, show_default=True, type=float, help="GPTQ damping fraction.")(f)
     return f
 
 
-def _steps(x_path, w_path, dim, k, seed):
+def _steps(x_path, w_path, dim, k, seed, bits=4, step=1.0, percdamp=0.0):
     import numpy as np
 
     from latticeq.draw.steps import example_problem, steps_picture
 
+    for p in (x_path, w_path):
+        if p and not Path(p).is_file():
+            raise FileNotFoundError(f"no such .npy file: {p}")
     X = np.load(x_path, allow_pickle=False) if x_path else None
     w = np.load(w_path, allow_pickle=False) if w_path else None
     X, w = example_problem(X=X, w=w, dim=dim, k=k, seed=seed)
-    return steps_picture(X, w)
+    return steps_picture(X, w, bits=bits, step=step, percdamp=percdamp)
 
 
 def _report_steps(pic, path):
-    for name, run in (("GPTQ", pic.gptq), ("Babai", pic.babai), ("Babai after LLL", pic.babai_lll)):
-        click.echo(f"{name:16s} codes {run.codes.tolist()}  output error ||X(w-q)||^2 = {run.error:.5g}")
+    for name, run in (("GPTQ", pic.gptq), ("Babai", pic.babai), ("LLL + Babai", pic.lll)):
+        click.echo(f"{name:12s} codes {run.codes.tolist()}  output error ||X(w-q)||^2 = {run.error:.5g}  "
+                   f"Babai bound {run.babai_bound:.4g}")
     click.echo(f"-> {path}")
 
 
 @draw.command()
 @_OUT
 @_steps_options
-def babai(out, x_path, w_path, dim, k, seed):
+def babai(out, x_path, w_path, dim, k, seed, bits, step, percdamp):
     """Babai's nearest planes in data space, before and after LLL, from the real solvers (2-D or 3-D)."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.steps import plot_babai
 
     try:
         check_output_path(out)
-        pic = _steps(x_path, w_path, dim, k, seed)
+        pic = _steps(x_path, w_path, dim, k, seed, bits, step, percdamp)
         path = plot_babai(pic, out)
     except _USER_ERRORS as exc:
         fail(str(exc))
@@ -120,14 +129,14 @@ def babai(out, x_path, w_path, dim, k, seed):
 @draw.command()
 @_OUT
 @_steps_options
-def gptq(out, x_path, w_path, dim, k, seed):
+def gptq(out, x_path, w_path, dim, k, seed, bits, step, percdamp):
     """GPTQ's moving target in parameter space beside the same steps in data space (2-D or 3-D)."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.steps import plot_gptq
 
     try:
         check_output_path(out)
-        pic = _steps(x_path, w_path, dim, k, seed)
+        pic = _steps(x_path, w_path, dim, k, seed, bits, step, percdamp)
         path = plot_gptq(pic, out)
     except _USER_ERRORS as exc:
         fail(str(exc))

@@ -333,7 +333,9 @@ def steps_picture(X, w, *, bits: int = 4, step: float = 1.0, percdamp: float = 0
     # --- LLL + Babai: replay on the solver's reduced basis, check against the solver's codes
     ucodes = lll_babai_codes(prep, delta=delta)[0][0].astype(int)      # unclamped LLL-Babai codes
     L = np.ascontiguousarray(B[::-1, ::-1])
-    Lr, U = lll(L, delta=delta)
+    unit = float(np.exp(-np.mean(np.log(np.abs(np.diag(L))))))   # as the solver: reduce at unit volume
+    Lr, U = lll(L * unit, delta=delta)
+    Lr = Lr / unit
     Br = Lr[:, ::-1]                    # reduced basis vectors in B-coordinates (code units)
     D = step * Br[::-1]                 # decision order: Lr_{n-1} first
     lsteps = nearest_plane_steps(D, t, origin=origin)
