@@ -28,7 +28,8 @@ def study_csv(tmp_path):
 
 def _records(tmp_path):
     recs = [
-        dict(model="smollm2", method="fp16", bits=16, perplexity=20.0),
+        dict(model="smollm2", method="none", bits=None, perplexity=20.0),
+        dict(model="smollm2", method="babai", bits=4, group_size=128, perplexity=None),   # not evaluated
         dict(model="smollm2", method="rtn", bits=4, group_size=128, perplexity=30.0),
         dict(model="smollm2", method="rtn", bits=3, group_size=128, perplexity=90.0),
         dict(model="smollm2", method="gptq", bits=4, group_size=128, perplexity=24.0),
@@ -87,6 +88,7 @@ def test_quant_series_groups_best_and_baseline(tmp_path):
     b, p = qs.series["rtn g128"]
     assert p.tolist() == [90.0, 30.0]
     assert qs.model == "smollm2"
+    assert "babai g128" not in qs.series                           # perplexity None: table only
 
 
 def test_plot_quant_png_and_bad_records(tmp_path):
@@ -95,6 +97,8 @@ def test_plot_quant_png_and_bad_records(tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="no run records"):
         quant_series([])
+    with pytest.raises(ValueError, match="no evaluated runs"):
+        quant_series([{"method": "gptq", "bits": 4, "perplexity": None}])
     with pytest.raises(ValueError, match="lacks keys"):
         load_records([{"method": "rtn"}])
     bad = tmp_path / "bad.json"

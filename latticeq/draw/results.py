@@ -205,8 +205,8 @@ class QuantSeries:
     Attributes
     ----------
     series : dict label -> (bits (k,), perplexity (k,)) sorted by bits.
-    baseline : perplexity of the unquantized model (a record with bits >= 16 or method
-        ``fp16``/``fp32``/``none``), or None.
+    baseline : perplexity of the unquantized model (a record with ``bits`` None or >= 16, or
+        method ``none``/``fp16``/``fp32``), or None. Records with ``perplexity`` None are skipped.
     model : the model name(s) in the records.
     """
 
@@ -223,6 +223,8 @@ def quant_series(records) -> QuantSeries:
     baseline = None
     groups: dict = {}
     for r in recs:
+        if r["perplexity"] is None:          # run not evaluated (yet): table only
+            continue
         method = str(r["method"])
         bits = r["bits"]
         if method.lower() in ("fp16", "fp32", "bf16", "none", "float", "baseline") or bits is None or float(bits) >= 16:
@@ -236,7 +238,7 @@ def quant_series(records) -> QuantSeries:
         d[key] = min(d.get(key, math.inf), _ppl(r))
     series = {lab: (np.array(sorted(d)), np.array([d[b] for b in sorted(d)])) for lab, d in sorted(groups.items())}
     if not series and baseline is None:
-        raise ValueError("run records hold no quantized runs and no baseline")
+        raise ValueError("run records hold no evaluated runs (every perplexity is missing): nothing to plot")
     models = sorted({str(r.get("model", "?")) for r in recs})
     return QuantSeries(series=series, baseline=baseline, model=", ".join(models))
 
