@@ -45,7 +45,70 @@ __all__ = [
 ]
 
 #: Sentinel magnitude used for "no bound" on a coordinate (|u_k| never gets near it).
-BOUND_NONE = np.int64(1) << np.int64(62)
+BOUND_NONE = 1 << 62
+
+
+@njit(cache=True, nogil=True)
+def _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest):
+    """Unconstrained Schnorr–Euchner search (classic zigzag); same workspaces as decode_one."""
+    n = x.shape[0]
+    u = iw[0]
+    step = iw[1]
+    stale = iw[3]
+    for t in range(n):
+        S[t, n] = x[t]
+        stale[t] = n - 1
+    best = np.inf
+    nodes = 0
+    exact = True
+    dist[n] = 0.0
+    k = n - 1
+    c = x[k] * inv_diag[k]
+    ctr[k] = c
+    r = math.floor(c + 0.5)
+    u[k] = np.int64(r)
+    step[k] = 1 if c >= r else -1
+    while True:
+        y = (ctr[k] - u[k]) * Lt[k, k]
+        newd = dist[k + 1] + y * y
+        nodes += 1
+        if newd < best:
+            if k != 0:
+                dist[k] = newd
+                # descend to level t = k - 1: refresh only the stale partial sums of row t
+                t = k - 1
+                h = stale[t]
+                sm = S[t, h + 1]
+                for l in range(h, t, -1):
+                    sm -= u[l] * Lt[l, t]
+                    S[t, l] = sm
+                if t > 0 and stale[t - 1] < h:
+                    stale[t - 1] = h
+                stale[t] = k
+                k = t
+                c = sm * inv_diag[t]
+                ctr[t] = c
+                r = math.floor(c + 0.5)
+                u[t] = np.int64(r)
+                step[t] = 1 if c >= r else -1
+                continue
+            best = newd
+            for i in range(n):
+                ubest[i] = u[i]
+            if max_nodes > 0 and nodes >= max_nodes:
+                exact = False
+                break
+        elif max_nodes > 0 and nodes >= max_nodes:
+            exact = False
+            break
+        # level k exhausted (or leaf reached): next zigzag candidate one level up
+        k += 1
+        if k == n:
+            break
+        st = step[k]
+        u[k] += st
+        step[k] = -st - (1 if st > 0 else -1)
+    return best, exact, nodes
 
 
 @njit(cache=True, nogil=True)
@@ -88,6 +151,13 @@ def decode_one(Lt, inv_diag, x, lo, hi, max_nodes, S, dist, ctr, iw, ubest):
     Use :func:`make_workspace` to allocate ``S, dist, ctr, iw`` once per thread.
     """
     n = x.shape[0]
+    free = True
+    for i in range(n):
+        if lo[i] > -BOUND_NONE or hi[i] < BOUND_NONE:
+            free = False
+            break
+    if free:
+        return _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest)
     u = iw[0]
     up = iw[1]
     dn = iw[2]

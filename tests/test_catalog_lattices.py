@@ -1,0 +1,143 @@
+"""Catalog: every lattice identified by volume, minimum norm and kissing number; names; reference NSMs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from latticeq.lattice import catalog
+
+# name: (dim, volume, minimum norm, kissing number) in the catalog's scaling
+KNOWN = {
+    "Z5": (5, 1.0, 1.0, 10),
+    "A2": (2, math.sqrt(3), 2.0, 6),
+    "A3": (3, 2.0, 2.0, 12),
+    "A5": (5, math.sqrt(6), 2.0, 30),
+    "A2*": (2, 1 / math.sqrt(3), 2 / 3, 6),
+    "A3*": (3, 0.5, 0.75, 8),
+    "D3": (3, 2.0, 2.0, 12),
+    "D4": (4, 2.0, 2.0, 24),
+    "D5": (5, 2.0, 2.0, 40),
+    "D4*": (4, 0.5, 1.0, 24),
+    "D5*": (5, 0.5, 1.0, 10),
+    "D6+": (6, 1.0, 1.5, 32),
+    "D8+": (8, 1.0, 2.0, 240),
+    "E6": (6, math.sqrt(3), 2.0, 72),
+    "E6*": (6, 1 / math.sqrt(3), 4 / 3, 54),
+    "E7": (7, math.sqrt(2), 2.0, 126),
+    "E7*": (7, 1 / math.sqrt(2), 1.5, 56),
+    "E8": (8, 1.0, 2.0, 240),
+    "K12": (12, 27.0, 4.0, 756),
+    "BW16": (16, 16.0, 4.0, 4320),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_invariants(name):
+    dim, vol, mn, kiss = KNOWN[name]
+    L = catalog.get(name)
+    assert L.dim == dim
+    assert L.volume == pytest.approx(vol, rel=1e-9)
+    assert L.minimum_norm() == pytest.approx(mn, rel=1e-9)
+    assert L.kissing_number() == kiss
+
+
+@pytest.mark.slow
+def test_leech():
+    L = catalog.get("Leech")
+    assert L.dim == 24
+    assert L.volume == pytest.approx(1.0, rel=1e-9)
+    assert L.minimum_norm() == pytest.approx(4.0, rel=1e-9)
+    assert L.kissing_number() == 196560
+
+
+def test_leech_quick():
+    from latticeq.lattice.decode.sphere import short_vectors
+
+    L = catalog.get("Leech")
+    assert L.volume == pytest.approx(1.0, rel=1e-9)
+    G = L.gram
+    assert np.allclose(G, np.round(G)) and np.all(np.round(np.diag(G)) % 2 == 0)  # even unimodular
+    Lt = np.linalg.cholesky(G)
+    assert len(short_vectors(Lt, 3.9, coords=False)) == 0  # no roots: minimum norm 4
+
+
+def test_aliases_and_case():
+    for a in ("lambda24", "L24", "LEECH"):
+        assert catalog.get(a).name == "Leech"
+    for a in ("lambda16", "L16", "barnes-wall", "bw16"):
+        assert catalog.get(a).name == "BW16"
+    assert catalog.get("e8").name == "E8"
+    assert catalog.get("a3*").is_similar(catalog.get("D3*"))
+    assert catalog.get("D3").is_similar(catalog.get("A3"))
+    assert catalog.get("D8+").is_similar(catalog.get("E8"))
+    assert catalog.get("E6*").is_similar(catalog.get("E6").dual())
+    assert catalog.get("E7*").is_similar(catalog.get("E7").dual())
+    assert catalog.get("D5*").is_similar(catalog.get("D5").dual())
+    assert catalog.get("A4*").is_similar(catalog.get("A4").dual())
+
+
+def test_decoders_attached():
+    for name in ("Z3", "A4", "A4*", "D6", "D6*", "D6+", "E6", "E6*", "E7", "E7*", "E8"):
+        assert catalog.get(name).decoder is not None, name
+    for name in ("K12", "BW16", "Leech"):
+        assert catalog.get(name).decoder is None
+
+
+def test_names_all_resolve():
+    for name in catalog.names():
+        L = catalog.get(name)
+        assert L.dim >= 1
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("E9", "E-family"),
+    ("Q7", "known families"),
+    ("D3+", "even n"),
+    ("Z0", "n >= 1"),
+    ("A0", "n >= 1"),
+    ("D1", "n >= 2"),
+    ("Z3*", "Z"),
+    ("", "non-empty"),
+    (None, "non-empty"),
+    ("D100000", "limit"),
+])
+def test_unknown_names(bad, match):
+    with pytest.raises(ValueError, match=match):
+        catalog.get(bad)
+
+
+def test_reference_nsm_values():
+    r = catalog.reference_nsm
+    assert r("Z7") == pytest.approx(1 / 12)
+    assert r("A2") == pytest.approx(0.0801875, abs=1e-7)
+    assert r("A2*") == r("A2")
+    assert r("A3*") == pytest.approx(0.0785433, abs=1e-7)
+    assert r("D3*") == r("A3*")
+    assert r("A3") == pytest.approx(0.0787451, abs=1e-7)  # = D3, (n+1)^(-1/n)(1/12 + 1/(6(n+1)))
+    assert r("D3") == r("A3")
+    assert r("D4") == pytest.approx(0.0766032, abs=1e-7)
+    assert r("D5*") == pytest.approx(0.0756254, abs=1e-7)
+    assert r("E6*") == pytest.approx(0.0742437, abs=1e-7)
+    assert r("E7*") == pytest.approx(0.0731165, abs=1e-7)
+    assert r("E8") == pytest.approx(0.0716821, abs=1e-7)
+    assert r("K12") == pytest.approx(0.0700956)
+    assert r("BW16") == pytest.approx(0.06830)
+    assert r("Lambda24") == pytest.approx(0.065771)
+    assert r("A1") == pytest.approx(1 / 12)
+    assert r("E7") is None
+    with pytest.raises(ValueError, match="known families"):
+        r("nonsense")
+
+
+def test_a_n_nsm_formula_against_monte_carlo():
+    """G(A_n) closed form agrees with a direct Monte Carlo estimate through the decoder (A4)."""
+    L = catalog.get("A4")
+    rng = np.random.default_rng(0)
+    m = 200_000
+    X = rng.uniform(size=(m, 4)) @ L.generator
+    E = X - L.decoder(X)
+    e2 = (E ** 2).sum(1)
+    G = e2.mean() / (4 * L.volume ** 0.5)
+    se = e2.std() / math.sqrt(m) / (4 * L.volume ** 0.5)
+    assert abs(G - catalog.reference_nsm("A4")) < 4 * se
