@@ -1,0 +1,40 @@
+from click.testing import CliRunner
+
+from latticeq.cli import main
+
+
+def test_splice_command():
+    r = CliRunner().invoke(main, ["splice", "--dim", "13"])
+    assert r.exit_code == 0 and "K12×Z1: n=13 NSM = 0.0710346" in r.output
+    r = CliRunner().invoke(main, ["splice", "--components", "D4,Z1", "--dim", "6"])
+    assert r.exit_code != 0 and "sum to 5, not n=6" in r.output
+
+
+def test_compare_command():
+    r = CliRunner().invoke(main, ["compare", "E8", "D8+"])
+    assert r.exit_code == 0 and "SAME" in r.output and "240" in r.output
+    r = CliRunner().invoke(main, ["compare", "E8", "Z8"])
+    assert r.exit_code == 0 and "DIFFERENT" in r.output
+
+
+def test_search_bad_input(tmp_path):
+    r = CliRunner().invoke(main, ["search", "--dim", "1", "--method", "sgd", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "2..64" in r.output
+    r = CliRunner().invoke(main, ["search", "--dim", "8", "--method", "annealing"])
+    assert r.exit_code != 0 and "annealing" in r.output
+    r = CliRunner().invoke(main, ["search", "--dim", "8", "--method", "sgd", "--preset", "turbo"])
+    assert r.exit_code != 0 and "turbo" in r.output
+    r = CliRunner().invoke(main, ["search", "--dim", "8", "--method", "sgd", "--resume",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "nothing to resume" in r.output
+
+
+def test_search_and_study_commands(tmp_path):
+    out = tmp_path / "lattices"
+    r = CliRunner().invoke(main, ["search", "--dim", "4", "--method", "sgd", "--steps", "3000",
+                                  "--samples", "20000", "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert (out / "n4-sgd.json").exists()
+    r = CliRunner().invoke(main, ["study", "--dims", "4-5", "--results", str(out), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "study.csv").read_text().count("\n") == 3

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from latticeq.design.identify import compare, identify, kissing_number, plot_theta_images, theta_image
+from latticeq.lattice import Lattice, catalog
+
+
+def _disguise(L, seed, noise=0.0, scale=1.7):
+    """Rotate, rescale, change basis, optionally perturb: the same lattice in another form."""
+    rng = np.random.default_rng(seed)
+    n = L.dim
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    U = np.eye(n, dtype=int) + np.tril(rng.integers(-1, 2, (n, n)), -1)
+    B = U @ L.generator @ Q * scale
+    return Lattice(B + noise * rng.standard_normal((n, n)))
+
+
+@pytest.mark.parametrize("name, kiss", [("Z2", 4), ("A2", 6), ("D4", 24), ("E8", 240)])
+def test_kissing_numbers(name, kiss):
+    assert kissing_number(catalog.get(name), rtol=0) == kiss
+    assert kissing_number(_disguise(catalog.get(name), 1, noise=1e-4), rtol=0.02) == kiss
+
+
+def test_theta_image_of_z2():
+    img = theta_image(catalog.get("Z2"), max_ratio=2.0)
+    np.testing.assert_allclose(img.norms, [1, 1, 1, 1, 2, 2, 2, 2])
+    assert img.shells() == [(1.0, 4), (2.0, 4)]
+    assert img.minimum_norm == pytest.approx(1.0)
+
+
+def test_compare_up_to_rotation_and_scale():
+    E8 = catalog.get("E8")
+    assert compare(E8, _disguise(E8, 2))
+    assert compare("E8", "D8+")            # D8+ is E8
+    assert not compare("E8", "Z8")
+    assert not compare("D4", "Z4")
+    assert not compare(E8, _disguise(E8, 3, noise=1e-3))          # exact tolerance
+    assert compare(E8, _disguise(E8, 3, noise=1e-5), tol=1e-3)    # numerical tolerance
+
+
+def test_identify_recognizes_a_perturbed_d4():
+    assert identify(_disguise(catalog.get("D4"), 4, noise=1e-5)) in ("D4", "D4*")
+    assert identify(_disguise(catalog.get("Z3"), 5)) is None  # Z3 is not among the catalog names
+
+
+def test_theta_plot(tmp_path):
+    p = tmp_path / "theta.png"
+    plot_theta_images({"E8": catalog.get("E8"), "D8": catalog.get("D8")}, p)
+    assert p.stat().st_size > 1000
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="max_ratio"):
+        theta_image(catalog.get("Z2"), max_ratio=0.5)
+    with pytest.raises(ValueError, match="rtol"):
+        kissing_number(catalog.get("Z2"), rtol=-1)
+    with pytest.raises(FileNotFoundError):
+        compare("/nonexistent/lattice.json", "E8")

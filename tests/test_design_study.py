@@ -1,0 +1,49 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from latticeq.design.study import COLUMNS, collect, parse_dims, run_study, sphere_bound
+from latticeq.lattice import Lattice
+
+
+def test_sphere_bound_known_values():
+    assert sphere_bound(1) == pytest.approx(1 / 12)          # the 1-ball is Z's Voronoi cell
+    assert sphere_bound(2) == pytest.approx(1 / (4 * math.pi))
+    assert sphere_bound(24) < 0.065771                        # below the Leech lattice
+    assert sphere_bound(16) < 0.0683
+
+
+def test_parse_dims():
+    assert parse_dims("13-15,17") == [13, 14, 15, 17]
+    assert parse_dims([5, 3, 5]) == [3, 5]
+    with pytest.raises(ValueError, match="bad dimension list"):
+        parse_dims("13-x")
+    with pytest.raises(ValueError, match="2..64"):
+        parse_dims("1-3")
+
+
+def test_study_files(tmp_path):
+    res = tmp_path / "lattices"
+    Lattice(np.eye(13), nsm=(0.0705, 0.00001)).to_json(res / "n13-householder.json")
+    Lattice(np.eye(13), nsm=(0.0701, 0.00002)).to_json(res / "n13-sgd-fused.json")
+    rows = run_study("13-14", results=res, out=tmp_path)
+    assert [r["dim"] for r in rows] == [13, 14]
+    with open(tmp_path / "study.csv") as f:
+        table = list(csv.reader(f))
+    assert table[0] == COLUMNS
+    r13 = dict(zip(COLUMNS, table[1]))
+    assert r13["best_splice_components"] == "K12×Z1"
+    assert float(r13["best_splice"]) == pytest.approx(0.0710346, abs=1e-7)
+    assert float(r13["householder"]) == 0.0705 and r13["matrix_exp"] == "" and r13["sgd"] == ""
+    assert float(r13["sgd_fused_stderr"]) == 0.00002
+    md = (tmp_path / "study.md").read_text()
+    assert "K12×Z1" in md and "0.0705000 ± 0.0000100 (+53.5σ)" in md
+    assert (tmp_path / "study.png").stat().st_size > 1000
+
+
+def test_study_rejects_foreign_result_files(tmp_path):
+    (tmp_path / "n13-sgd.json").write_text('{"generator": [[1]]}')
+    with pytest.raises(ValueError, match="not a latticeq result"):
+        collect([13], results=tmp_path)
