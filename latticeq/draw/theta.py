@@ -137,7 +137,8 @@ def plot_theta(curves, out, *, title: str | None = None, reference: bool = True)
         r = np.linspace(0, span, 300)
         for n in dims:
             a2.plot(r, np.maximum(ball_volume(n) * r ** (n / 2), 1), "k--", lw=0.9,
-                    label=f"ball volume V_{n} r^{n}/2" if len(dims) > 1 else "ball volume (unit-volume lattice)")
+                    label=(f"ball volume $V_{{{n}}}\\,r^{{{n}/2}}$" if len(dims) > 1
+                           else f"ball volume $V_{{{n}}}\\,r^{{{n}/2}}$ (unit-volume lattice)"))
     for a in (a1, a2):
         a.set_yscale("log")
         a.set_xlabel("squared norm r" + (" (lattices scaled to unit volume)" if unit else ""))

@@ -359,7 +359,6 @@ def plot_voronoi(pic, out, *, title: str | None = None, reference_nsm: float | N
         ax.set_zlim(-r, r)
         ax.set_box_aspect((1, 1, 1))
         ax.legend(loc="upper right", fontsize=7)
-        ax.text2D(0.02, 0.02, f"{len(cell.relevant)} facets, {len(cell.vertices)} vertices, volume {cell.volume:.4f}",
-                  transform=ax.transAxes, fontsize=8)
+        nsm_txt += f"\n{len(cell.relevant)} facets, {len(cell.vertices)} vertices, volume {cell.volume:.4f}"
     ax.set_title(f"{head}: Voronoi cell and quantization errors\n{nsm_txt}", fontsize=10)
     return save_figure(fig, out)
