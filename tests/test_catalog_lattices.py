@@ -42,7 +42,6 @@ def test_invariants(name):
     assert L.kissing_number() == kiss
 
 
-@pytest.mark.slow
 def test_leech():
     L = catalog.get("Leech")
     assert L.dim == 24
@@ -80,8 +79,9 @@ def test_aliases_and_case():
 def test_decoders_attached():
     for name in ("Z3", "A4", "A4*", "D6", "D6*", "D6+", "E6", "E6*", "E7", "E7*", "E8"):
         assert catalog.get(name).decoder is not None, name
-    for name in ("K12", "BW16", "Leech"):
+    for name in ("K12", "BW16"):
         assert catalog.get(name).decoder is None
+    assert catalog.get("Leech").decoder is not None
 
 
 def test_names_all_resolve():

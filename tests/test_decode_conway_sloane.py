@@ -12,6 +12,7 @@ from latticeq.lattice.decode.conway_sloane import (
     decode_an,
     decode_dn,
     decode_e8,
+    decode_leech,
     decode_zn,
 )
 from latticeq.lattice.decode.sphere import closest_coords
@@ -108,3 +109,24 @@ def test_coset_decoder_single_point_and_bad_base():
     np.testing.assert_allclose(dec(np.array([0.4, 0.6])), [0.5, 0.5])
     with pytest.raises(ValueError, match="base"):
         CosetDecoder("E", np.zeros((1, 2)))
+
+
+def test_leech_decoder_agrees_with_sphere_decoder():
+    L = catalog.get("Leech")
+    rng = np.random.default_rng(24)
+    X = rng.uniform(-2, 2, size=(60, 24))
+    P = decode_leech(X)
+    C = np.linalg.solve(L.generator.T, P.T).T
+    assert np.allclose(C, np.round(C), atol=1e-8)
+    Q, R = np.linalg.qr(L.generator.T)
+    s = np.sign(np.diag(R))
+    Lt = np.ascontiguousarray((R * s[:, None]).T)
+    _, d2, ex = closest_coords(Lt, X @ (Q * s))
+    assert ex.all()
+    np.testing.assert_allclose(((X - P) ** 2).sum(1), d2, rtol=1e-9, atol=1e-9)
+    # lattice points decode to themselves, also after a small perturbation
+    U = rng.integers(-2, 3, size=(20, 24))
+    V = U @ L.generator
+    np.testing.assert_allclose(decode_leech(V + 0.05 * rng.normal(size=V.shape)), V, atol=1e-9)
+    with pytest.raises(ValueError, match="24 coordinates"):
+        decode_leech(np.zeros((1, 23)))

@@ -16,8 +16,10 @@
 * ``Leech`` (``Lambda24``, ``L24``) — from the extended binary Golay code (SPLAG ch. 4 §11),
   scaled by 1/√8 (unimodular, minimum norm 4).
 
-Root lattices are in their natural scale (roots of norm 2). Lattices with a Conway–Sloane decoder
-(all but K12, BW16 and Leech) carry it as ``Lattice.decoder``; the others use the sphere decoder.
+Root lattices are in their natural scale (roots of norm 2). Lattices with a fast exact decoder carry
+it as ``Lattice.decoder``: Conway–Sloane coset decoders for the Z/A/D/E families, and a Golay-code
+coset decoder for Leech (:func:`~latticeq.lattice.decode.conway_sloane.decode_leech`); K12 and BW16
+use the sphere decoder.
 Every generator is an LLL-reduced basis computed from a generating set with fpylll.
 """
 
@@ -30,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from latticeq.lattice.decode.conway_sloane import CosetDecoder, an_glue
+from latticeq.lattice.decode.conway_sloane import CosetDecoder, an_glue, decode_leech
 
 __all__ = ["get", "names", "reference_nsm", "FAMILIES"]
 
@@ -298,7 +300,7 @@ def _build(canon):
         return B, None, "Lambda16 = {x in Z^16: x mod 2 in RM(1,4), sum = 0 mod 4} / sqrt(2)"
     if canon == "LEECH":
         B = _int_basis(_leech_generators()).astype(np.float64) / math.sqrt(8.0)
-        return B, None, "Lambda24 from the extended Golay code (SPLAG ch. 4 sec. 11) / sqrt(8)"
+        return B, decode_leech, "Lambda24 from the extended Golay code (SPLAG ch. 4 sec. 11) / sqrt(8)"
     raise ValueError(f"unknown lattice {canon!r}; known families: {FAMILIES}")  # pragma: no cover
 
 

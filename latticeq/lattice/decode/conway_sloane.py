@@ -192,3 +192,171 @@ class CosetDecoder:
 
     def __repr__(self):
         return f"CosetDecoder({self.name or self.base}, cosets={len(self.glue)})"
+
+
+# --------------------------------------------------------------------------- Leech lattice
+
+
+def _golay_words():
+    """The 4096 words of the extended binary Golay code as 24-bit integers (bit i = coordinate i).
+
+    Cyclic [23,12,7] quadratic-residue code with generator polynomial
+    g(x) = 1 + x² + x⁴ + x⁵ + x⁶ + x¹⁰ + x¹¹, extended by an overall parity bit.
+    """
+    g = [1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1]
+    rows = []
+    for s in range(12):
+        w = 0
+        for i, b in enumerate(g):
+            if b:
+                w |= 1 << (i + s)
+        if bin(w).count("1") % 2:
+            w |= 1 << 23
+        rows.append(w)
+    words = np.zeros(4096, dtype=np.int64)
+    for b in range(1, 4096):
+        low = b & -b
+        words[b] = words[b ^ low] ^ rows[low.bit_length() - 1]
+    return words
+
+
+def _leech_kernel_factory():
+    import math
+
+    from numba import njit, prange
+
+    @njit(cache=True, nogil=True)
+    def _leech_one(z, words, lowidx, T1, T2, Q1, Q2, E, F, P, Y0, Y1, out):
+        # per coordinate i and residue a in {0,1,2,3}: best y with z_i ≈ a + 4y, its cost, parity,
+        # and the extra cost of the second-best y (the other parity)
+        for a in range(4):
+            for i in range(24):
+                t = (z[i] - a) * 0.25
+                y0 = math.floor(t + 0.5)
+                y1 = y0 + 1.0 if t >= y0 else y0 - 1.0
+                e0 = z[i] - a - 4.0 * y0
+                e1 = z[i] - a - 4.0 * y1
+                E[a, i] = e0 * e0
+                F[a, i] = e1 * e1 - e0 * e0
+                P[a, i] = np.int64(y0) & 1
+                Y0[a, i] = y0
+                Y1[a, i] = y1
+        base = np.zeros(2)
+        bpar = np.zeros(2, dtype=np.int64)
+        fmin = np.full(2, np.inf)
+        for m in range(2):
+            for i in range(24):
+                base[m] += E[m, i]
+                bpar[m] ^= P[m, i]
+                fmin[m] = min(fmin[m], F[m, i], F[2 + m, i])
+            # subset-sum tables of the cost / parity changes that c_i = 1 causes, per 12-bit half
+            T1[m, 0] = base[m]
+            T2[m, 0] = 0.0
+            Q1[m, 0] = bpar[m]
+            Q2[m, 0] = 0
+            for q in range(1, 4096):
+                j = lowidx[q]
+                r = q & (q - 1)
+                T1[m, q] = T1[m, r] + (E[2 + m, j] - E[m, j])
+                Q1[m, q] = Q1[m, r] ^ P[2 + m, j] ^ P[m, j]
+                T2[m, q] = T2[m, r] + (E[2 + m, 12 + j] - E[m, 12 + j])
+                Q2[m, q] = Q2[m, r] ^ P[2 + m, 12 + j] ^ P[m, 12 + j]
+        # pass 1: cosets whose rounding already has the right parity (cost = sum of best costs)
+        best = np.inf
+        bm = 0
+        bb = 0
+        bflip = -1
+        for m in range(2):
+            for b in range(4096):
+                w = words[b]
+                lo = w & 4095
+                hi = w >> 12
+                if (Q1[m, lo] ^ Q2[m, hi]) == m:
+                    c = T1[m, lo] + T2[m, hi]
+                    if c < best:
+                        best = c
+                        bm = m
+                        bb = b
+        # pass 2: the others need one coordinate moved to its second-best value (D_n rule)
+        for m in range(2):
+            for b in range(4096):
+                w = words[b]
+                lo = w & 4095
+                hi = w >> 12
+                if (Q1[m, lo] ^ Q2[m, hi]) == m:
+                    continue
+                lb = T1[m, lo] + T2[m, hi]
+                if lb + fmin[m] >= best:
+                    continue
+                fm = np.inf
+                fi = -1
+                for i in range(24):
+                    a = 2 * ((w >> i) & 1) + m
+                    if F[a, i] < fm:
+                        fm = F[a, i]
+                        fi = i
+                if lb + fm < best:
+                    best = lb + fm
+                    bm = m
+                    bb = b
+                    bflip = fi
+        w = words[bb]
+        for i in range(24):
+            a = 2 * ((w >> i) & 1) + bm
+            y = Y1[a, i] if i == bflip else Y0[a, i]
+            out[i] = a + 4.0 * y
+        return best
+
+    @njit(cache=True, parallel=True)
+    def _leech_batch(Z, words, lowidx, out, nthreads):
+        m = Z.shape[0]
+        nchunk = min(m, 16 * nthreads)
+        for ch in prange(nchunk):
+            start = (ch * m) // nchunk
+            end = ((ch + 1) * m) // nchunk
+            T1 = np.empty((2, 4096))
+            T2 = np.empty((2, 4096))
+            Q1 = np.empty((2, 4096), dtype=np.int64)
+            Q2 = np.empty((2, 4096), dtype=np.int64)
+            E = np.empty((4, 24))
+            F = np.empty((4, 24))
+            P = np.empty((4, 24), dtype=np.int64)
+            Y0 = np.empty((4, 24))
+            Y1 = np.empty((4, 24))
+            for k in range(start, end):
+                _leech_one(Z[k], words, lowidx, T1, T2, Q1, Q2, E, F, P, Y0, Y1, out[k])
+
+    return _leech_batch
+
+
+_LEECH = {}
+
+
+def decode_leech(X):
+    """Exact closest points of the Leech lattice Λ24 in the catalog's coordinates (min norm 4, unimodular).
+
+    In the standard coordinates √8·Λ24 = {x ∈ Z²⁴ : x ≡ 2c + m (mod 4) for a Golay codeword c and
+    m ∈ {0, 1}, Σx ≡ 4m (mod 8)} (SPLAG ch. 4 §11), i.e. the union over the 2·4096 pairs (m, c) of
+    cosets (2c + m·1) + 4·{y : Σy ≡ m (mod 2)}. For each coordinate and residue the best and the
+    second-best multiple of 4 are found once; then for every codeword the coset's cost is a sum of
+    per-coordinate costs (evaluated through two 12-bit subset-sum tables) plus, if Σy has the wrong
+    parity, the cheapest single move to a second-best value — the D_n rule of Conway & Sloane
+    (1982) inside each coset, as in their soft-decision decoding of the Leech lattice via the
+    Golay code. A first pass takes the cosets whose rounding already has the right parity; a second
+    pass visits the others only while their lower bound can still win. Ties: the first (m, codeword) of
+    the first pass wins.
+    """
+    import numba
+
+    X = _pts(X)
+    if X.shape[1] != 24:
+        raise ValueError(f"Leech targets must have 24 coordinates, got {X.shape[1]}")
+    if "batch" not in _LEECH:
+        _LEECH["batch"] = _leech_kernel_factory()
+        _LEECH["words"] = _golay_words()
+        _LEECH["lowidx"] = np.array([0] + [(q & -q).bit_length() - 1 for q in range(1, 4096)], dtype=np.int64)
+    Z = np.ascontiguousarray(X * np.sqrt(8.0))
+    out = np.empty_like(Z)
+    if Z.shape[0]:
+        _LEECH["batch"](Z, _LEECH["words"], _LEECH["lowidx"], out, numba.get_num_threads())
+    return out / np.sqrt(8.0)
