@@ -178,7 +178,8 @@ def quantized_layer(codes, scales, zeros, g_idx, bits: int, transposed: bool = F
         raise ValueError(f"codes must be integers in [0, {maxq}]")
     if np.abs(zi - z).max(initial=0) > 1e-6 or zi.min() < 0 or zi.max() > maxq:
         raise ValueError(f"zero points must be integers in [0, {maxq}]")
-    s16 = s.astype(np.float16)
+    with np.errstate(over="ignore"):
+        s16 = s.astype(np.float16)
     if not np.isfinite(s16).all():
         raise ValueError("scales overflow float16")
     return QuantizedLayer(ci, np.ascontiguousarray(s16.T), np.ascontiguousarray(zi.T),

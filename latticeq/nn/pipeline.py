@@ -322,7 +322,6 @@ def quantize_model(
     from latticeq.nn.checkpoint import quantized_layer
     from latticeq.nn.grid import Grid
     from latticeq.nn.layer import HessianAccumulator, LayerProblem
-    from latticeq.nn.solvers import solve
 
     from latticeq.nn._progress import make_progress
 
@@ -401,10 +400,8 @@ def quantize_model(
                         bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
                         tl = time.perf_counter()
                         W = _get_weight(mod).to(torch.float32)
-                        problem, _jitter = _layer_problem(W, H)
-                        sol = solve(problem, grid, method=options.method, act_order=options.act_order,
-                                    percdamp=options.percdamp, seed=options.seed, **options.solver_options)
-                        q = quantized_layer(sol.codes, sol.scales, sol.zeros, sol.g_idx, options.bits,
+                        sol, codes, g_idx = _solve_layer(W, H, grid, options)
+                        q = quantized_layer(codes, sol.scales, sol.zeros, g_idx, options.bits,
                                             transposed=_is_conv1d(mod))
                         _set_weight(mod, q.dequant().to(dev))
                         full = f"{blocks_name}.{bi}.{name}"
@@ -446,15 +443,45 @@ def check_model(model, options: QuantizeOptions):
     from latticeq.nn.grid import Grid
 
     blocks_name, blocks = find_blocks(model)
-    grid = Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
-    for bi, block in enumerate(blocks):
-        for name, mod in find_linears(block).items():
-            n = mod.weight.shape[0] if _is_conv1d(mod) else mod.weight.shape[1]
-            try:
-                grid.check_columns(n)
-            except ValueError as exc:
-                raise ValueError(f"layer {blocks_name}.{bi}.{name}: {exc}") from None
+    Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
+    gs = options.group_size
+    if gs is not None:
+        widths = {(mod.weight.shape[0] if _is_conv1d(mod) else mod.weight.shape[1])
+                  for block in blocks for mod in find_linears(block).values()}
+        if gs > max(widths):
+            raise ValueError(f"group_size {gs} exceeds every layer's input width (at most {max(widths)}); "
+                             f"use None (per-channel) or a group size ≤ {max(widths)}")
     return blocks_name, blocks
+
+
+def _solve_layer(W, H, grid, options):
+    """Solve one layer; a group size that does not divide ``n`` works as in GPTQ (⌈n/g⌉ groups,
+    the last one smaller): ``W`` and ``H`` are padded with zero (dead) columns to a multiple of
+    ``g`` — dead columns are zero in every solver and do not interact with live ones, and
+    ``min(x, 0)``/``max(x, 0)`` ranges make the padding invisible to the scales — and the
+    padding is cut from the codes and ``g_idx`` afterwards."""
+    import torch
+
+    from latticeq.nn.solvers import solve
+
+    m, n = W.shape
+    g = grid.group_size
+    pad = 0 if g is None or n % g == 0 else g - n % g
+    if pad:
+        W = torch.cat([W, torch.zeros(m, pad, dtype=W.dtype, device=W.device)], dim=1)
+        H = torch.nn.functional.pad(H, (0, pad, 0, pad))
+    problem, _ = _layer_problem(W, H)
+    sol = solve(problem, grid, method=options.method, act_order=options.act_order,
+                percdamp=options.percdamp, seed=options.seed, **options.solver_options)
+    codes, g_idx = sol.codes[:, :n], sol.g_idx[:n]
+    if pad:
+        used = torch.unique(g_idx.long())
+        if used.numel() != sol.scales.shape[1]:  # a group made only of padding: drop it
+            remap = torch.full((sol.scales.shape[1],), -1, dtype=torch.long)
+            remap[used] = torch.arange(used.numel())
+            g_idx = remap[g_idx.long()].to(sol.g_idx.dtype)
+            sol.scales, sol.zeros = sol.scales[:, used], sol.zeros[:, used]
+    return sol, codes, g_idx
 
 
 def _layer_problem(W, H):

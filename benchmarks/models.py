@@ -1,0 +1,125 @@
+"""Whole-model quantization of SmolLM2-135M-Instruct: perplexity and time per solver.
+
+Question: at 4, 3 and 2 bits, per-channel and g = 128, do the lattice solvers reach lower
+perplexity on *Pride and Prejudice* than GPTQ with act-order (the named baseline), and at
+what cost in time?
+
+Every configuration runs the same sequential pipeline (:mod:`latticeq.nn.pipeline`) on the same
+calibration windows (the shipped novels except *Pride and Prejudice*, seed 0) and is scored on
+the same fixed prefix of non-overlapping 512-token windows of *Pride and Prejudice*; the
+dequantized Q4_1 model (the baseline the packaged weights give) is scored on the same windows.
+Records go to ``results/quant/*.json`` (one per run; existing records are kept, so the script
+resumes), the table to ``benchmarks/models.md``.
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/models.py [--nsamples 8] [--eval-windows 16]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "quant"
+
+#: (bits, group_size, method, act_order) in order of priority (targets first).
+DEFAULT_RUNS = (
+    [(b, g, m, True) for b in (3, 2) for g in (None, 128) for m in ("gptq", "gptq+refine")]
+    + [(b, g, "rtn", False) for b in (3, 2) for g in (None, 128)]
+    + [(4, g, m, a) for g in (None, 128) for (m, a) in (("gptq", True), ("gptq+refine", True), ("rtn", False))]
+    + [(b, g, "minpivot+refine", False) for b in (3, 2) for g in (None, 128)]
+)
+
+
+def _name(bits, gs, method, act, nsamples):
+    g = "pc" if gs is None else f"g{gs}"
+    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}-n{nsamples}.json"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nsamples", type=int, default=8, help="calibration windows of 512 tokens")
+    ap.add_argument("--eval-windows", type=int, default=16, help="first K windows of Pride and Prejudice")
+    ap.add_argument("--runs", default=None,
+                    help="comma-separated bits:group:method:act entries, e.g. 3:pc:gptq:1,2:128:block:1")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--table-only", action="store_true", help="only rebuild benchmarks/models.md")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from latticeq.nn.calib import calibration_windows, describe_calibration
+    from latticeq.nn.evaluate import eval_windows, perplexity
+    from latticeq.nn.model import load_model, load_tokenizer
+    from latticeq.nn.pipeline import QuantizeOptions, quantize_model
+    from latticeq.nn.records import make_record, markdown_table, read_records, write_record
+
+    torch.set_num_threads(args.threads)
+    runs = DEFAULT_RUNS
+    if args.runs:
+        runs = []
+        for item in args.runs.split(","):
+            b, g, m, a = item.split(":")
+            runs.append((int(b), None if g == "pc" else int(g), m, a == "1"))
+    seqlen = 512
+    if not args.table_only:
+        tok = load_tokenizer("smollm2")
+        base = load_model("smollm2")
+        calib = calibration_windows(tok, nsamples=args.nsamples, seqlen=seqlen, seed=0)
+        ev, _ = eval_windows(tok, None, seqlen)
+        ev_info = {"text": "prideprejudice.txt", "seqlen": seqlen, "windows": min(args.eval_windows, ev.shape[0])}
+        cal_info = {"source": describe_calibration(None), "nsamples": args.nsamples, "seqlen": seqlen}
+
+        fpath = RESULTS / f"smollm2-float-w{args.eval_windows}.json"
+        if not fpath.exists():
+            t0 = time.perf_counter()
+            pr = perplexity(base, windows=ev, seqlen=seqlen, max_windows=args.eval_windows, progress=False)
+            write_record(make_record(
+                model="smollm2", method="none", bits=None, group_size=None, sym=False, act_order=False,
+                calibration=None, seed=None, perplexity=pr.perplexity, eval=ev_info,
+                wall_time_s=time.perf_counter() - t0, quant_time_s=None, peak_memory_bytes=None, layers=[],
+            ), fpath)
+            print(f"float baseline: {pr.perplexity:.3f}", flush=True)
+
+        for bits, gs, method, act in runs:
+            path = RESULTS / _name(bits, gs, method, act, args.nsamples)
+            if path.exists():
+                continue
+            t0 = time.perf_counter()
+            net = copy.deepcopy(base)
+            opts = QuantizeOptions(bits=bits, group_size=gs, act_order=act, method=method, seed=0)
+            res = quantize_model(net, calib, opts, progress=False)
+            pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=args.eval_windows, progress=False)
+            rec = make_record(
+                model="smollm2", method=method, bits=bits, group_size=gs, sym=False, act_order=act,
+                calibration=cal_info, seed=0, perplexity=pr.perplexity, eval=ev_info,
+                wall_time_s=time.perf_counter() - t0, quant_time_s=res.quant_time_s,
+                peak_memory_bytes=res.peak_memory_bytes, layers=res.layer_stats,
+            )
+            write_record(rec, path)
+            print(f"{path.name}: ppl {pr.perplexity:.3f}, quant {res.quant_time_s:.0f} s", flush=True)
+            del net
+
+    recs = [r for r in read_records(RESULTS) if r["model"] == "smollm2"]
+    table = markdown_table(recs)
+    md = ROOT / "benchmarks" / "models.md"
+    header = (
+        "# SmolLM2-135M-Instruct: whole-model quantization (benchmarks/models.py)\n\n"
+        "Perplexity on a fixed prefix of *Pride and Prejudice* (non-overlapping 512-token windows, "
+        "GPTQ's evaluation; the `eval windows` column gives the prefix), calibration on random "
+        "512-token windows of the other four shipped novels (seed 0; `calibration` column). "
+        "`float` is the dequantized Q4_1 model the package ships, on the same windows. "
+        "`vs GPTQ` = perplexity / perplexity of GPTQ act-order at the same bits and grouping "
+        "(the named baseline; < 1 is better). Times are wall-clock seconds on a shared 2-core CPU "
+        "(other jobs were running), so compare them within this table only.\n\n"
+    )
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(header + table)
+    tmp.replace(md)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
