@@ -132,11 +132,11 @@ def plot_study(study, out, *, title: str = "Normalized second moment against dim
         yerr = np.where(np.isfinite(e), e, 0.0)[ok]
         if relative:
             yerr = 10 / np.log(10) * yerr / y[ok]
-        style = dict(lw=2.0, color="tab:gray") if m == "best_splice" else dict(lw=1.2)
+        style = dict(lw=2.0, color="tab:gray") if m == "best_splice" else dict(lw=0.8, ls=":")
         ax.errorbar(n[ok], tr(y)[ok], yerr=yerr, marker=next(markers), ms=4, capsize=2,
                     label=_METHOD_LABELS.get(m, m), **style)
     ax.set_xlabel("dimension n")
-    ax.set_ylabel("dB above sphere bound" if relative else "NSM  G = E||x-Q(x)||² / (n V^{2/n})")
+    ax.set_ylabel("dB above the sphere bound" if relative else r"NSM  $G = E\|x-Q(x)\|^2 / (n\,V^{2/n})$")
     ax.set_title(title)
     ax.set_xticks(n if len(n) <= 24 else n[:: max(1, len(n) // 12)])
     ax.grid(alpha=0.3)
