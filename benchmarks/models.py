@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import resource
 import time
 from pathlib import Path
 
@@ -31,6 +33,15 @@ DEFAULT_RUNS = (
     + [(4, g, m, a) for g in (None, 128) for (m, a) in (("gptq", True), ("gptq+refine", True), ("rtn", False))]
     + [(b, g, "minpivot+refine", False) for b in (3, 2) for g in (None, 128)]
 )
+
+
+CPU_FILE = ROOT / "benchmarks" / "models_cpu_seconds.json"
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads) — fairer than wall time on a busy machine."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _name(bits, gs, method, act, nsamples):
@@ -88,6 +99,7 @@ def main(argv=None) -> None:
             if path.exists():
                 continue
             t0 = time.perf_counter()
+            c0 = _cpu_seconds()
             net = copy.deepcopy(base)
             opts = QuantizeOptions(bits=bits, group_size=gs, act_order=act, method=method, seed=0)
             res = quantize_model(net, calib, opts, progress=False)
@@ -99,11 +111,17 @@ def main(argv=None) -> None:
                 peak_memory_bytes=res.peak_memory_bytes, layers=res.layer_stats,
             )
             write_record(rec, path)
+            cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
+            cpu[path.name] = _cpu_seconds() - c0
+            CPU_FILE.write_text(json.dumps(cpu, indent=1, sort_keys=True) + "\n")
             print(f"{path.name}: ppl {pr.perplexity:.3f}, quant {res.quant_time_s:.0f} s", flush=True)
             del net
 
-    recs = [r for r in read_records(RESULTS) if r["model"] == "smollm2"]
-    table = markdown_table(recs)
+    recs = [r for r in read_records(sorted(RESULTS.glob("smollm2-*.json"))) if r["model"] == "smollm2"]
+    cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
+    table = markdown_table(recs, extra={"CPU time (s)": {r["_path"]: (f"{cpu[Path(r['_path']).name]:.0f}"
+                                                               if Path(r["_path"]).name in cpu else "—")
+                                                         for r in recs}})
     md = ROOT / "benchmarks" / "models.md"
     header = (
         "# SmolLM2-135M-Instruct: whole-model quantization (benchmarks/models.py)\n\n"
@@ -113,7 +131,9 @@ def main(argv=None) -> None:
         "`float` is the dequantized Q4_1 model the package ships, on the same windows. "
         "`vs GPTQ` = perplexity / perplexity of GPTQ act-order at the same bits and grouping "
         "(the named baseline; < 1 is better). Times are wall-clock seconds on a shared 2-core CPU "
-        "(other jobs were running), so compare them within this table only.\n\n"
+        "(other jobs were running), so compare them within this table only; `CPU time` is the "
+        "process's user + system CPU seconds for the run (quantization + evaluation), the fairer "
+        "measure on a busy machine.\n\n"
     )
     tmp = md.with_suffix(".md.tmp")
     tmp.write_text(header + table)

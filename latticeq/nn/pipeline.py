@@ -471,8 +471,16 @@ def _solve_layer(W, H, grid, options):
         W = torch.cat([W, torch.zeros(m, pad, dtype=W.dtype, device=W.device)], dim=1)
         H = torch.nn.functional.pad(H, (0, pad, 0, pad))
     problem, _ = _layer_problem(W, H)
-    sol = solve(problem, grid, method=options.method, act_order=options.act_order,
-                percdamp=options.percdamp, seed=options.seed, **options.solver_options)
+    kw = dict(method=options.method, act_order=options.act_order, percdamp=options.percdamp,
+              seed=options.seed, **options.solver_options)
+    try:
+        sol = solve(problem, grid, **kw)
+    except ValueError as exc:
+        # CPU fallback for solvers without a GPU path (e.g. the numba block-exact rule)
+        if W.device.type == "cpu" or "CPU" not in str(exc):
+            raise
+        problem, _ = _layer_problem(W.cpu(), H.cpu())
+        sol = solve(problem, grid, **kw)
     codes, g_idx = sol.codes[:, :n], sol.g_idx[:n]
     if pad:
         used = torch.unique(g_idx.long())

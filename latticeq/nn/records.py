@@ -126,12 +126,14 @@ def _gs(rec) -> str:
     return "—" if rec.get("bits") is None else ("per-channel" if rec.get("group_size") in (None, -1) else f"g{rec['group_size']}")
 
 
-def markdown_table(records: list[dict], baseline_method: str = "gptq") -> str:
+def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: dict | None = None) -> str:
     """Markdown table: one row per record, sorted by bits (desc), grouping, perplexity.
 
     The ``vs GPTQ`` column is the perplexity ratio to the GPTQ (act-order if present) run of the
-    same model, bits and grouping in the same set of records.
+    same model, bits and grouping in the same set of records. ``extra`` adds columns:
+    ``{header: {record["_path"]: cell}}``.
     """
+    extra = extra or {}
     def key(r):
         return (r["model"], -(r["bits"] or 99), _gs(r), r["perplexity"] if r["perplexity"] is not None else float("inf"))
 
@@ -142,8 +144,9 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq") -> str:
             if k not in base or r.get("act_order"):
                 base[k] = r["perplexity"]
     lines = [
-        "| model | bits | grouping | method | perplexity | vs GPTQ | eval windows | calibration | quant time (s) | wall time (s) | peak memory (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | bits | grouping | method | perplexity | vs GPTQ | eval windows | calibration | quant time (s) | wall time (s) | peak memory (MiB) |"
+        + "".join(f" {h} |" for h in extra),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(extra),
     ]
     for r in sorted(records, key=key):
         ppl = "—" if r["perplexity"] is None else f"{r['perplexity']:.3f}"
@@ -157,7 +160,8 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq") -> str:
         wt = "—" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}"
         pm = "—" if r.get("peak_memory_bytes") is None else f"{r['peak_memory_bytes'] / 2**20:.0f}"
         lines.append(f"| {r['model']} | {r['bits'] if r['bits'] is not None else 'float'} | {_gs(r)} | "
-                     f"{_method_label(r)} | {ppl} | {ratio} | {ew} | {cs} | {qt} | {wt} | {pm} |")
+                     f"{_method_label(r)} | {ppl} | {ratio} | {ew} | {cs} | {qt} | {wt} | {pm} |"
+                     + "".join(f" {col.get(r.get('_path'), '—')} |" for col in extra.values()))
     return "\n".join(lines) + "\n"
 
 
