@@ -138,3 +138,21 @@ def test_html_report_bad_input(tmp_path, study_csv):
         write_html_report(tmp_path / "r.html", figures=[tmp_path / "missing.png"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_html_report(tmp_path / "nodir" / "r.html", study_csv=study_csv)
+
+
+def test_html_report_with_records_as_the_pipeline_writes_them(tmp_path):
+    from latticeq.nn.records import make_record
+
+    common = dict(model="smollm2", group_size=128, sym=False, act_order=True,
+                  calibration={"source": "austen", "nsamples": 8, "seqlen": 128}, seed=0,
+                  eval={"text": "pride-and-prejudice", "seqlen": 256, "windows": 4}, wall_time_s=3.0,
+                  quant_time_s=1.0, peak_memory_bytes=3 * 2**20,
+                  layers=[{"name": "q_proj", "error": 1.0, "relative_error": 0.1, "time_s": 0.1}])
+    recs = [make_record(method="gptq", bits=4, perplexity=25.0, **common),
+            make_record(method="babai", bits=3, perplexity=None, **common),
+            make_record(**{**common, "layers": [], "group_size": None, "calibration": None, "act_order": False,
+                           "quant_time_s": None}, method="none", bits=None, perplexity=20.0)]
+    out = write_html_report(tmp_path / "r.html", records=recs)
+    text = out.read_text()
+    assert text.count("data:image/png;base64,") == 1          # quant plot (one evaluated quantized run)
+    assert "pride-and-prejudice" in text and "1 layers" in text and "3 MiB" in text

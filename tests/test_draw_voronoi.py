@@ -144,3 +144,12 @@ def test_theta_bad_input(tmp_path):
         theta_curves(Lattice(np.eye(3)), max_norm2=400.0, max_count=1000)
     with pytest.raises(ValueError, match="no theta curves"):
         plot_theta([], tmp_path / "t.png")
+
+
+def test_theta_generic_lattice_is_binned(tmp_path):
+    # a generic lattice has (almost) every squared norm distinct: ±x pairs only
+    G = np.random.default_rng(0).standard_normal((4, 4))
+    (c,) = theta_curves(Lattice(G, name="random4"), max_norm2=6.0)
+    assert len(c.norms) > 60 and (c.counts[1:] % 2 == 0).all()
+    out = plot_theta([c], tmp_path / "t.png", max_stems=60)
+    assert out.read_bytes()[:8] == PNG_MAGIC

@@ -109,13 +109,17 @@ def theta_curves(lattices, *, max_norm2: float | None = None, normalize: bool = 
     return curves
 
 
-def plot_theta(curves, out, *, title: str | None = None, reference: bool = True):
+def plot_theta(curves, out, *, title: str | None = None, reference: bool = True, max_stems: int = 60,
+               bins: int = 60):
     """Draw a theta image: per-shell counts (left) and cumulative counts (right), overlaid.
 
     Parameters
     ----------
     curves : list of ThetaCurve (from :func:`theta_curves`).
     reference : draw the ball-volume expectation V_n r^{n/2} (unit-volume lattices only).
+    max_stems, bins : with more than ``max_stems`` distinct norms (a generic lattice, e.g. a
+        search result, has nearly all norms distinct) the per-shell panel becomes a histogram
+        with ``bins`` bins of squared norm.
     """
     if not curves:
         raise ValueError("no theta curves to draw")
@@ -124,12 +128,18 @@ def plot_theta(curves, out, *, title: str | None = None, reference: bool = True)
     k = len(curves)
     span = max(float(c.norms.max()) for c in curves) or 1.0
     width = span / 150
+    binned = max(len(c.norms) for c in curves) > max_stems
+    edges = np.linspace(0, span * (1 + 1e-9), bins + 1)
     for i, c in enumerate(curves):
         col = colors[i % len(colors)]
-        off = (i - (k - 1) / 2) * width
         nz = c.norms > 0
-        a1.vlines(c.norms[nz] + off, 0.8, c.counts[nz], color=col, lw=2.0, alpha=0.85)
-        a1.plot(c.norms[nz] + off, c.counts[nz], "o", color=col, ms=3.5, label=f"{c.name} (n={c.dim})")
+        if binned:   # generic lattices (search results) have nearly every norm distinct
+            a1.hist(c.norms[nz], bins=edges, weights=c.counts[nz], histtype="step", color=col, lw=1.6,
+                    label=f"{c.name} (n={c.dim})")
+        else:
+            off = (i - (k - 1) / 2) * width
+            a1.vlines(c.norms[nz] + off, 0.8, c.counts[nz], color=col, lw=2.0, alpha=0.85)
+            a1.plot(c.norms[nz] + off, c.counts[nz], "o", color=col, ms=3.5, label=f"{c.name} (n={c.dim})")
         a2.step(c.norms, c.cumulative, where="post", color=col, lw=1.6, label=c.name)
     unit = all(c.normalized for c in curves)
     if reference and unit:
@@ -143,9 +153,9 @@ def plot_theta(curves, out, *, title: str | None = None, reference: bool = True)
         a.set_yscale("log")
         a.set_xlabel("squared norm r" + (" (lattices scaled to unit volume)" if unit else ""))
         a.grid(alpha=0.3, which="both")
-    a1.set_ylabel("vectors on the shell")
+    a1.set_ylabel(f"vectors per bin of width {edges[1]:.3g}" if binned else "vectors on the shell")
     a2.set_ylabel("vectors with ||x||² ≤ r")
-    a1.set_title("per shell")
+    a1.set_title("per shell" if not binned else "per shell (binned: many distinct norms)")
     a2.set_title("cumulative")
     a1.legend(fontsize=8)
     a2.legend(fontsize=8, loc="lower right")
