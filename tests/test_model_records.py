@@ -1,0 +1,66 @@
+"""Run records (latticeq.nn.records): exact keys, atomic writes, table ratios, plot, bad input."""
+
+import json
+
+import pytest
+
+from latticeq.nn import records as R
+
+
+def _rec(method, bits, gs, ppl, act=False):
+    return R.make_record(
+        model="m", method=method, bits=bits, group_size=gs, sym=False, act_order=act,
+        calibration=None if bits is None else {"source": "austen", "nsamples": 4, "seqlen": 64},
+        seed=0, perplexity=ppl, eval={"text": "pp.txt", "seqlen": 64, "windows": 3},
+        wall_time_s=1.0, quant_time_s=None if bits is None else 0.5, peak_memory_bytes=2**20,
+        layers=[] if bits is None else [{"name": "l", "error": 1.0, "relative_error": 0.1, "time_s": 0.1}])
+
+
+def test_keys_exact_and_round_trip(tmp_path):
+    r = _rec("gptq", 3, 128, 30.0, act=True)
+    assert tuple(r) == R.RECORD_KEYS
+    p = R.write_record(r, tmp_path / "a.json")
+    assert json.loads(p.read_text()) == r
+    assert [f.name for f in tmp_path.iterdir()] == ["a.json"]
+    back = R.read_records(tmp_path)
+    assert back[0]["perplexity"] == 30.0
+
+
+def test_table_ratio_against_gptq(tmp_path):
+    recs = [_rec("gptq", 3, None, 40.0, act=True), _rec("block", 3, None, 36.0, act=True),
+            _rec("rtn", 3, None, 80.0), _rec("none", None, None, 20.0)]
+    t = R.markdown_table(recs)
+    lines = {l.split("|")[4].strip(): l for l in t.splitlines()[2:]}
+    assert "| 0.900 |" in lines["block act-order"]
+    assert "| 2.000 |" in lines["rtn"]
+    assert "| 1.000 |" in lines["gptq act-order"]
+    assert "| float |" in t
+
+
+def test_plot(tmp_path):
+    recs = [_rec("gptq", b, None, 40.0 / b, act=True) for b in (2, 3, 4)] + [_rec("none", None, None, 9.0)]
+    p = R.plot_records(recs, tmp_path / "p.png")
+    assert p.stat().st_size > 1000
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="calibration must have keys"):
+        R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
+                      calibration={"source": "x"}, seed=0, perplexity=1.0, eval=None, wall_time_s=1,
+                      quant_time_s=1, peak_memory_bytes=1, layers=[])
+    with pytest.raises(ValueError, match="each layer entry"):
+        R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
+                      calibration=None, seed=0, perplexity=1.0, eval=None, wall_time_s=1,
+                      quant_time_s=1, peak_memory_bytes=1, layers=[{"name": "x"}])
+    with pytest.raises(ValueError, match="record keys differ"):
+        R.write_record({"model": "m"}, tmp_path / "x.json")
+    with pytest.raises(FileNotFoundError, match="no record"):
+        R.read_records([tmp_path / "missing.json"])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        R.read_records([tmp_path / "bad.json"])
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="not a latticeq run record"):
+        R.read_records([tmp_path / "other.json"])
+    with pytest.raises(ValueError, match="no run records"):
+        R.read_records([])
