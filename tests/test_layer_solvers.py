@@ -261,3 +261,28 @@ def test_solve_bad_input():
     with pytest.raises(ValueError, match="problem must be a LayerProblem"):
         solve((P.W, P.H), Grid(3))
     assert set(METHODS) == {"rtn", "gptq", "babai", "minpivot", "lll", "block", "kbest"}
+
+
+def test_block_descent_refine_with_one_block_reaches_the_optimum():
+    n, m = 6, 6
+    P = _problem(m=m, n=n, seed=12)
+    grid = Grid(2)
+    g = solve(P, grid, "gptq")
+    sol = solve(P, grid, "gptq+refine", refine_block=n, max_nodes=0)
+    assert sol.error <= g.error
+    s = sol.scales[:, 0].to(torch.float64)
+    z = sol.zeros[:, 0].to(torch.float64)
+    allv = torch.tensor(list(itertools.product(range(4), repeat=n)), dtype=torch.float64)
+    for r in range(m):
+        E = P.W[r] - s[r] * (allv - z[r])
+        best = ((E @ P.H) * E).sum(1).min()
+        assert P.row_objective(sol.dequant.double())[r].item() == pytest.approx(best.item(), rel=1e-6)
+
+
+def test_block_descent_refine_is_monotone_for_groups_and_static_groups():
+    P = _problem(m=16, n=64, seed=13)
+    for grid in (Grid(3, group_size=16), Grid(2, group_size=16, static_groups=True)):
+        a = solve(P, grid, "gptq+refine", act_order=True)
+        b = solve(P, grid, "gptq+refine", act_order=True, refine_block=8)
+        assert (P.row_objective(b.dequant.double()) <= P.row_objective(a.dequant.double()) * (1 + 1e-6)).all()
+        assert b.stats["refine"]["block_moves"] > 0

@@ -114,7 +114,7 @@ def record_hessians(
         with torch.no_grad(), make_progress(progress) as bar:
             task = bar.add_task("recording Hessians", total=len(windows))
             for w in windows:
-                net(w[None, :])
+                (net.model if hasattr(net, "model") else net)(w[None, :])  # the LM head is not needed
                 bar.advance(task)
     finally:
         for h in hooks:

@@ -31,7 +31,7 @@ __all__ = ["METHODS", "Solution", "solve", "min_pivot_order"]
 METHODS: tuple[str, ...] = ("rtn", "gptq", "babai", "minpivot", "lll", "block", "kbest")
 
 _OPTIONS = {
-    "blocksize", "trace", "trace_rows", "block", "max_nodes", "k", "beta", "refine_passes", "dtype", "delta",
+    "blocksize", "trace", "trace_rows", "block", "max_nodes", "k", "beta", "refine_passes", "refine_block", "dtype", "delta",
 }
 
 
@@ -71,7 +71,8 @@ def solve(
         ``block`` (8) and ``max_nodes`` (2000) for ``block``; ``k`` (4) and ``beta`` (3.0)
         for ``kbest`` (Klein rounding ``P(v) ∝ exp(−β ĝ_i (c − v)²)``, ``ĝ_i`` the Gram–Schmidt
         length² of level i over its median); ``delta`` (0.99) for ``lll``;
-        ``refine_passes`` (20) for ``+refine``; ``dtype`` (float64 on CPU, float32 on CUDA).
+        ``refine_passes`` (20) and ``refine_block`` (0 = ±1 moves only; b > 1 adds exact block
+        coordinate descent over b columns) for ``+refine``; ``dtype`` (float64 on CPU, float32 on CUDA).
 
     Returns
     -------
@@ -177,6 +178,7 @@ def solve(
     if suffix == "refine":
         from latticeq.nn.solvers.refine import refine
 
-        sol = refine(problem, sol, grid.maxq, max_passes=int(options.get("refine_passes", 20)))
+        sol = refine(problem, sol, grid.maxq, max_passes=int(options.get("refine_passes", 20)),
+                     block=int(options.get("refine_block", 0)), max_nodes=int(options.get("max_nodes", 2000)))
     sol.stats["seconds"] = time.perf_counter() - t0
     return sol
