@@ -79,7 +79,14 @@ def test_voronoi_picture_errors_lie_in_cell_and_match_core_decoder():
 def test_plot_voronoi_writes_image(tmp_path, G, suffix):
     out = plot_voronoi(voronoi_picture(G, samples=30), tmp_path / f"v.{suffix}", reference_nsm=0.08)
     data = out.read_bytes()
-    assert data[:8] == PNG_MAGIC if suffix == "png" else b"<svg" in data[:3000]
+    if suffix == "png":
+        assert data[:8] == PNG_MAGIC
+        from PIL import Image
+
+        meta = Image.open(out).text                     # provenance in the PNG metadata
+        assert meta["Software"].startswith("latticeq") and "draw voronoi" in meta["Description"]
+    else:
+        assert b"<svg" in data[:3000] and b"draw voronoi" in data
 
 
 def test_voronoi_bad_input(tmp_path):

@@ -56,20 +56,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def save_figure(fig, out, *, dpi: int = 130, metadata: dict | None = None) -> Path:
-    """Save a matplotlib figure atomically as PNG or SVG (chosen by the suffix) and close it."""
+def save_figure(fig, out, *, dpi: int = 130, description: str | None = None) -> Path:
+    """Save a matplotlib figure atomically as PNG or SVG (chosen by the suffix) and close it.
+
+    Provenance goes into the file's metadata: latticeq's version, the UTC time, and
+    ``description`` (what was drawn, with its parameters).
+    """
     import io
+    import time
 
     import matplotlib.pyplot as plt
 
+    from latticeq import __version__
+
     path = check_output_path(out)
     fmt = path.suffix.lower().lstrip(".")
-    buf = io.BytesIO()
-    md = {"Software": "latticeq"}
-    if metadata:
-        md.update({k: str(v) for k, v in metadata.items()})
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if fmt == "svg":
-        md = {"Creator": "latticeq"}
+        md = {"Creator": f"latticeq {__version__}", "Date": now}
+        if description:
+            md["Description"] = description
+    else:
+        md = {"Software": f"latticeq {__version__}", "Creation Time": now}
+        if description:
+            md["Description"] = description
+    buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight", metadata=md)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

@@ -141,7 +141,7 @@ def plot_study(study, out, *, title: str = "Normalized second moment against dim
     ax.set_xticks(n if len(n) <= 24 else n[:: max(1, len(n) // 12)])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return save_figure(fig, out)
+    return save_figure(fig, out, description=f"draw study: dims {study.dim.tolist()}, methods {study.methods_present()}")
 
 
 # ----------------------------------------------------------------------------- run records
@@ -267,4 +267,4 @@ def plot_quant(records, out, *, title: str | None = None, log: bool = True):
     ax.set_title(title or f"Perplexity against bits — {qs.model}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return save_figure(fig, out)
+    return save_figure(fig, out, description=f"draw quant: model {qs.model}, series {list(qs.series)}")

@@ -438,6 +438,12 @@ def _setup_axes(fig, pos, dim, lo, hi, title, xlabel, ylabel):
     return ax
 
 
+def _describe(pic, what) -> str:
+    return (f"draw {what}: X={np.round(pic.X, 6).tolist()} w={np.round(pic.w, 6).tolist()} step={pic.step} "
+            f"maxq={pic.maxq} damping={pic.damping}; codes gptq={pic.gptq.codes.tolist()} "
+            f"babai={pic.babai.codes.tolist()} lll={pic.lll.codes.tolist()}")
+
+
 def _codes(c) -> str:
     return "(" + ", ".join(str(int(x)) for x in c) + ")"
 
@@ -514,7 +520,7 @@ def plot_babai(pic: StepsPicture, out, *, title: str | None = None):
     ratio = pic.lll.error / pic.babai.error if pic.babai.error > 0 else float("nan")
     fig.suptitle(title or f"Babai's nearest-plane algorithm in data space, before and after LLL "
                           f"(error ratio LLL/Babai = {ratio:.3f})", fontsize=11)
-    return save_figure(fig, out)
+    return save_figure(fig, out, description=_describe(pic, "babai"))
 
 
 def plot_gptq(pic: StepsPicture, out, *, title: str | None = None):
@@ -586,4 +592,4 @@ def plot_gptq(pic: StepsPicture, out, *, title: str | None = None):
         ax2.set_title(ax2.get_title() + "\n" + txt, fontsize=9)
         ax2.legend(fontsize=6, loc="upper left")
     fig.suptitle(title or "Two spaces: GPTQ in parameter space, Babai in data space (Birnick 2025)", fontsize=11)
-    return save_figure(fig, out)
+    return save_figure(fig, out, description=_describe(pic, "gptq"))

@@ -160,4 +160,6 @@ def plot_theta(curves, out, *, title: str | None = None, reference: bool = True,
     a1.legend(fontsize=8)
     a2.legend(fontsize=8, loc="lower right")
     fig.suptitle(title or ("Theta image: " + " vs ".join(c.name for c in curves)))
-    return save_figure(fig, out)
+    desc = "draw theta: " + "; ".join(f"{c.name} (n={c.dim}, unit volume={c.normalized}, up to {c.norms[-1]:.6g})"
+                                      for c in curves)
+    return save_figure(fig, out, description=desc)
