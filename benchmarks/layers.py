@@ -40,13 +40,13 @@ METHODS = [
     ("gptq natural order", "gptq", {"act_order": False}, False),
     ("minpivot", "minpivot", {}, False),
     ("lll", "lll", {}, True),
-    ("block b=8", "block", {"block": 8}, False),
     ("block b=16", "block", {"block": 16}, False),
     ("kbest K=4", "kbest", {"k": 4}, False),
-    ("gptq+refine", "gptq+refine", {}, False),
-    ("block b=16+refine", "block+refine", {"block": 16}, False),
-    ("kbest K=4+refine", "kbest+refine", {"k": 4}, False),
+    ("gptq+refine (±1)", "gptq+refine", {}, False),
+    ("gptq+refine (±1, blocks of 16)", "gptq+refine", {"refine_block": 16}, False),
+    ("block b=16+refine (±1, blocks of 16)", "block+refine", {"block": 16, "refine_block": 16}, False),
 ]
+_REDUCTIONS: dict = {}
 
 
 def reference_gptq(W, H, bits=3, groupsize=128, percdamp=0.01, blocksize=128):
@@ -189,6 +189,8 @@ def main() -> None:
                             continue
                         o = dict(opts)
                         ao = o.pop("act_order", True)
+                        if method == "lll":
+                            o["reduction_cache"] = _REDUCTIONS
                         t0 = time.perf_counter()
                         sol = solve(problem, grid, method, act_order=ao, **o)
                         dt = time.perf_counter() - t0

@@ -31,7 +31,7 @@ __all__ = ["METHODS", "Solution", "solve", "min_pivot_order"]
 METHODS: tuple[str, ...] = ("rtn", "gptq", "babai", "minpivot", "lll", "block", "kbest")
 
 _OPTIONS = {
-    "blocksize", "trace", "trace_rows", "block", "max_nodes", "k", "beta", "refine_passes", "refine_block", "dtype", "delta",
+    "blocksize", "trace", "trace_rows", "block", "max_nodes", "k", "beta", "refine_passes", "refine_block", "dtype", "delta", "reduction_cache",
 }
 
 
@@ -70,7 +70,7 @@ def solve(
         :func:`latticeq.nn.solvers.gptq.gptq_trace`, :func:`latticeq.nn.solvers.babai.babai_trace`);
         ``block`` (8) and ``max_nodes`` (2000) for ``block``; ``k`` (4) and ``beta`` (3.0)
         for ``kbest`` (Klein rounding ``P(v) ∝ exp(−β ĝ_i (c − v)²)``, ``ĝ_i`` the Gram–Schmidt
-        length² of level i over its median); ``delta`` (0.99) for ``lll``;
+        length² of level i over its median); ``delta`` (0.99) and ``reduction_cache`` (a dict you own, reused across grids) for ``lll``;
         ``refine_passes`` (20) and ``refine_block`` (0 = ±1 moves only; b > 1 adds exact block
         coordinate descent over b columns) for ``+refine``; ``dtype`` (float64 on CPU, float32 on CUDA).
 
@@ -157,7 +157,7 @@ def solve(
     elif base_method == "lll":
         from latticeq.nn.solvers.lll import lll_babai_codes
 
-        Vl, st = lll_babai_codes(prep, delta=float(options.get("delta", 0.99)))
+        Vl, st = lll_babai_codes(prep, delta=float(options.get("delta", 0.99)), cache=options.get("reduction_cache"))
         stats.update(st)
         maxq = grid.maxq
         out_box = ((Vl < 0) | (Vl > maxq)).any(axis=1)

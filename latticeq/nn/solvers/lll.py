@@ -24,8 +24,12 @@ from latticeq.nn.solvers._base import Prepared
 __all__ = ["lll_babai_codes"]
 
 
-def lll_babai_codes(prep: Prepared, *, delta: float = 0.99) -> tuple[np.ndarray, dict]:
-    """Unconstrained LLL-Babai integer codes (processing order, float64 array, not clamped)."""
+def lll_babai_codes(prep: Prepared, *, delta: float = 0.99, cache: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Unconstrained LLL-Babai integer codes (processing order, float64 array, not clamped).
+
+    ``cache``: optional dict supplied by the caller; the reduction depends only on ``H``, the
+    order and damping (not on the grid), so it is reused across bit widths.
+    """
     if prep.grid.group_size is not None:
         raise ValueError("method 'lll' needs a per-channel grid (group_size=None): with groups every row has its own lattice")
     from latticeq.lattice.reduce import lll
@@ -37,8 +41,14 @@ def lll_babai_codes(prep: Prepared, *, delta: float = 0.99) -> tuple[np.ndarray,
     # det(B), which underflows to 0 for large n at the Hessian's natural scale
     unit = float(np.exp(-np.mean(np.log(np.abs(np.diag(L))))))
     t0 = time.perf_counter()
-    Lr, U = lll(L * unit, delta=delta)
-    Lr = Lr / unit
+    key = (L.shape[0], delta, hash(L.tobytes()))
+    if cache is not None and key in cache:
+        Lr, U = cache[key]
+    else:
+        Lr, U = lll(L * unit, delta=delta)
+        Lr = Lr / unit
+        if cache is not None:
+            cache[key] = (Lr, U)
     t_red = time.perf_counter() - t0
     Qm, Tm = np.linalg.qr(Lr.T)  # Lr^T = Q T  ->  Lr = T^T Q^T
     T = Tm.T  # lower triangular
