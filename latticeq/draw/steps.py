@@ -135,6 +135,8 @@ class SolverRun:
     moving : (n + 1, n) GPTQ's moving target in parameter space (row k: before column k;
         last row: q) — empty for Babai runs.
     babai_bound : ¼ Σ_k ‖b*_k‖², Babai's bound on the unclipped error with this basis.
+    final_codes, final_error : for ``lll``, the solver's codes and error after its box repair
+        (the better of clamped LLL-Babai and GPTQ per row); None/nan otherwise.
     """
 
     method: str
@@ -146,6 +148,8 @@ class SolverRun:
     steps: list = field(default_factory=list)
     moving: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     babai_bound: float = float("nan")
+    final_codes: np.ndarray | None = None
+    final_error: float = float("nan")
 
 
 @dataclass
@@ -349,9 +353,8 @@ def steps_picture(X, w, *, bits: int = 4, step: float = 1.0, percdamp: float = 0
     final_codes = sl.codes.numpy()[0].astype(int)
     g_lll = _gs_decision(D)
     lll_run = SolverRun("lll", lcodes, lq, lq @ B, err(lq), D, steps=lsteps,
-                        babai_bound=float(0.25 * np.sum(g_lll ** 2)))
-    lll_run.final_codes = final_codes          # after the solver's box repair
-    lll_run.final_error = float(sl.error)
+                        babai_bound=float(0.25 * np.sum(g_lll ** 2)),
+                        final_codes=final_codes, final_error=float(sl.error))
     return StepsPicture(X=X, w=w, B=B, step=float(step), zero=zero, maxq=maxq, damping=lam, target=t,
                         gptq=gptq, babai=babai, lll=lll_run)
 
@@ -513,7 +516,7 @@ def plot_babai(pic: StepsPicture, out, *, title: str | None = None):
     _draw_babai_panel(fig, (1, 2, 1), pic, pic.babai,
                       f"Babai nearest plane, original basis = GPTQ\ncodes {_codes(pic.babai.codes)} "
                       f"(GPTQ {_codes(pic.gptq.codes)})", _C_BABAI)
-    fin = getattr(pic.lll, "final_codes", pic.lll.codes)
+    fin = pic.lll.final_codes if pic.lll.final_codes is not None else pic.lll.codes
     _draw_babai_panel(fig, (1, 2, 2), pic, pic.lll,
                       f"after LLL reduction + Babai\ncodes {_codes(pic.lll.codes)}"
                       f" (solver's final, box-repaired: {_codes(fin)})", _C_LLL)

@@ -5,9 +5,10 @@ The Voronoi cell of a lattice Λ at the origin is the intersection of the half-s
 .. math::  V = \\{x : \\langle x, v\\rangle \\le \\|v\\|^2/2 \\ \\text{for all}\\ v \\in Λ\\setminus\\{0\\}\\},
 
 and only the *Voronoi-relevant* vectors (those whose half-space contributes a facet) matter
-(Conway & Sloane, *SPLAG*, ch. 2 and 21). For n <= 3, after reducing the basis, every relevant
-vector has coefficients in {-2..2}^n, so the cell is computed exactly by
-``scipy.spatial.HalfspaceIntersection`` over those candidates. Its volume equals |det G|, and its
+(Conway & Sloane, *SPLAG*, ch. 2 and 21). For n <= 3 the basis is LLL-reduced and the candidates
+are the vectors with coefficients in {-2..2}^n; the cell is their ``scipy.spatial.HalfspaceIntersection``.
+A missing relevant vector would leave the polytope too large, so the result is checked: its
+volume must equal |det G| (else RuntimeError asks for a larger coefficient range). Its
 normalized second moment is computed exactly (no Monte Carlo) by splitting the cell into simplices
 with apex at the origin: for a simplex S with vertices 0, v_1..v_n,
 
