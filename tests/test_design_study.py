@@ -40,6 +40,7 @@ def test_study_files(tmp_path):
     assert float(r13["sgd_fused_stderr"]) == 0.00002
     md = (tmp_path / "study.md").read_text()
     assert "K12×Z1" in md and "0.0705000 ± 0.0000100 (+53.5σ)" in md
+    assert "Fused below the best splice by more than 3 standard errors in n = 13 " in md
     assert (tmp_path / "study.png").stat().st_size > 1000
 
 
