@@ -20,11 +20,13 @@ Box constraints ``lo_k ≤ u_k ≤ hi_k`` restrict each level's zigzag to the bo
 box is reached, the enumeration continues on the other side only); a node budget stops the search
 early and returns the best leaf so far, flagged as not proven exact.
 
-Tie-breaking (documented, deterministic): a centre is rounded half up (``floor(c + 0.5)``); at each
-level, of two candidates equally far from the centre the larger one is visited first; a leaf
-replaces the incumbent only if it is *strictly* closer. So among several equidistant closest points
-the one returned is the first reached in this Schnorr–Euchner order. Floating-point rounding can
-decide near-ties either way; the result is exact up to ~1e-12 relative in squared distance.
+Tie-breaking (documented, deterministic): a centre is rounded half up (``floor(c + 0.5)``). Without
+a box the candidates of a level are visited in the classic zigzag ``r, r±1, r∓1, r±2, …`` starting
+towards the centre (upwards when the centre is exactly ``r``); inside a box, of two candidates
+equally far from the centre the larger is visited first. A leaf replaces the incumbent only if it is
+*strictly* closer, so among equidistant closest points the first one reached in this order is
+returned. Floating-point rounding can decide near-ties either way; the result is exact up to ~1e-12
+relative in squared distance.
 """
 
 from __future__ import annotations
@@ -337,9 +339,10 @@ def closest_coords(Lt, X, lo=None, hi=None, max_nodes=0):
 
     Notes
     -----
-    Ties: centres are rounded half up, equidistant candidates on a level are visited larger
-    first, and only strictly closer leaves replace the incumbent, so among equidistant closest
-    points the first one in this order is returned.
+    Ties: centres are rounded half up and only strictly closer leaves replace the incumbent, so
+    among equidistant closest points the first one in the Schnorr–Euchner order is returned (see
+    the module docstring). Unconstrained searches (no finite bound) take a faster path with the
+    classic zigzag; box-constrained ones restrict the zigzag to the box.
 
     Examples
     --------
