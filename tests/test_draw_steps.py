@@ -98,3 +98,25 @@ def test_bad_input(tmp_path):
         steps_picture(np.eye(2), np.array([0.0, 50.0]))
     with pytest.raises(ValueError, match="step must be > 0"):
         steps_picture(np.eye(2), np.zeros(2), step=0.0)
+
+
+def test_clipped_grid_steps_still_match_the_solvers():
+    # a 2-bit grid (codes 0..3, values -2..1): the moving target leaves the box and codes clamp
+    X = np.array([[-2.0, 1.0], [0.0, 0.1], [0.1, 0.0]])  # strongly correlated columns: big GPTQ moves
+    clamped = 0
+    for w in ([0.55, 0.8], [-1.45, -1.8], [0.6, -1.9], [-1.5, -1.2]):   # the last is an exact tie (c = 0.5)
+        pic = steps_picture(X, np.array(w), bits=2)
+        assert (pic.gptq.codes == pic.babai.codes).all()
+        assert ((0 <= pic.babai.codes) & (pic.babai.codes <= 3)).all()
+        clamped += any(abs(s.center - np.clip(s.center, 0, 3)) > 0.5 for s in pic.babai.steps)
+        # every drawn plane is a nearest plane within the box
+        assert all(abs(s.index - np.clip(s.center, 0, 3)) <= 0.5 + 1e-9 for s in pic.babai.steps)
+    assert clamped >= 1                                   # the clipping path was exercised
+
+
+def test_random_example_stays_inside_the_grid():
+    for bits in (2, 3, 4):
+        for seed in range(5):
+            X, w = example_problem(seed=seed, bits=bits, step=0.5)
+            zero = 2 ** (bits - 1)
+            assert (w >= -0.5 * zero).all() and (w <= 0.5 * (2 ** bits - 1 - zero)).all()

@@ -98,7 +98,7 @@ def _steps(x_path, w_path, dim, k, seed, bits=4, step=1.0, percdamp=0.0):
             raise FileNotFoundError(f"no such .npy file: {p}")
     X = np.load(x_path, allow_pickle=False) if x_path else None
     w = np.load(w_path, allow_pickle=False) if w_path else None
-    X, w = example_problem(X=X, w=w, dim=dim, k=k, seed=seed)
+    X, w = example_problem(X=X, w=w, dim=dim, k=k, seed=seed, bits=bits, step=step)
     return steps_picture(X, w, bits=bits, step=step, percdamp=percdamp)
 
 
