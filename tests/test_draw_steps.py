@@ -64,6 +64,10 @@ def test_lll_codes_equal_the_solver(pic):
     prep = prepare(LayerProblem(torch.tensor(pic.w[None]), torch.tensor(pic.X.T @ pic.X)), grid, percdamp=0.0)
     codes = lll_babai_codes(prep)[0][0]
     assert pic.lll.codes.tolist() == codes.astype(int).tolist()
+    # away from ties, a free nearest-plane replay on the reduced basis picks the same planes
+    origin = -pic.step * pic.zero * pic.B.sum(axis=0)
+    free = nearest_plane_steps(pic.lll.basis, pic.target, origin=origin)
+    assert [s.index for s in free] == [s.index for s in pic.lll.steps]
     # reduced basis spans the same lattice: integer change of basis with det ±1
     T = pic.lll.basis @ np.linalg.inv(pic.step * pic.B)
     assert np.allclose(T, np.rint(T), atol=1e-8) and abs(round(np.linalg.det(T))) == 1
@@ -120,3 +124,11 @@ def test_random_example_stays_inside_the_grid():
             X, w = example_problem(seed=seed, bits=bits, step=0.5)
             zero = 2 ** (bits - 1)
             assert (w >= -0.5 * zero).all() and (w <= 0.5 * (2 ** bits - 1 - zero)).all()
+
+
+def test_exact_ties_draw_the_solvers_choice():
+    # w on half steps: planes are equidistant; the picture follows the solvers, whatever they chose
+    for X, w in ((np.array([[1.0, 0.5], [0.0, 1.0]]), [0.5, 0.5]), (np.eye(3), [-1.5, -1.5, -1.5])):
+        pic = steps_picture(X, np.array(w))
+        assert (pic.gptq.codes == pic.babai.codes).all()
+        assert all(abs(s.index - s.center) <= 0.5 + 1e-9 for s in pic.lll.steps + pic.babai.steps)

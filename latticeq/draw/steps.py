@@ -352,13 +352,15 @@ def steps_picture(X, w, *, bits: int = 4, step: float = 1.0, percdamp: float = 0
     Lr = Lr / unit
     Br = Lr[:, ::-1]                    # reduced basis vectors in B-coordinates (code units)
     D = step * Br[::-1]                 # decision order: Lr_{n-1} first
-    lsteps = nearest_plane_steps(D, t, origin=origin)
-    # coefficients of the chosen point in the reduced basis -> codes in the original basis
-    coef = np.array([s.index for s in lsteps])[::-1]             # coefficients of Lr_0..Lr_{n-1}
-    # a point origin + a @ (s Br) = s (v - z) B has codes v = (a @ U) reversed
-    lcodes = (coef @ U)[::-1].round().astype(int)
-    if not (lcodes == ucodes).all():
-        raise RuntimeError(f"replayed LLL-Babai codes {lcodes.tolist()} differ from the solver's {ucodes.tolist()}")
+    # the solver's codes as coefficients a of the reduced basis (v reversed = a @ U), in decision order
+    a_coef = np.rint(ucodes[::-1].astype(float) @ np.linalg.inv(U.astype(float)))
+    lsteps = nearest_plane_steps(D, t, origin=origin, indices=a_coef[::-1])
+    for st in lsteps:                      # each a nearest plane (exact ties may go either way)
+        if abs(st.index - st.center) > 0.5 + 1e-9:
+            replay = [x.index for x in nearest_plane_steps(D, t, origin=origin)]
+            raise RuntimeError(f"the LLL solver's codes {ucodes.tolist()} are not nearest-plane choices on the "
+                               f"reduced basis (replay gives coefficients {replay})")
+    lcodes = ucodes.copy()
     lq = step * (lcodes - zero)
     final_codes = sl.codes.numpy()[0].astype(int)
     g_lll = _gs_decision(D)
