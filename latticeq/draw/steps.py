@@ -20,9 +20,11 @@ output errors: ``‖X(w − q)‖² = ‖(w − q)B‖²``.
 Every number drawn comes from the project's solvers (:func:`latticeq.nn.solvers.solve` with
 ``trace=True`` for ``gptq`` and ``babai``): the GPTQ moving target is the solver's trace, the
 Babai planes are the trace's indices and centres. LLL (:func:`latticeq.nn.solvers.lll.lll_babai_codes`)
-records no trace, so its steps are replayed here on the same reduced basis
-(:func:`latticeq.lattice.reduce.lll`) and checked code for code against the solver; a mismatch
-raises instead of drawing something the solver did not do.
+records no trace, so its codes are written in the same reduced basis
+(:func:`latticeq.lattice.reduce.lll`, reduced at unit volume as the solver does) and drawn level
+by level; every level is checked to be a nearest-plane choice (away from exact ties a free replay
+picks the same planes — the tests check it), and a violation raises instead of drawing something
+the solver did not do.
 """
 
 from __future__ import annotations
