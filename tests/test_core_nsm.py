@@ -66,3 +66,11 @@ def test_bad_input():
         estimate_nsm(L, samples=10)
     with pytest.raises(ValueError, match="target_stderr"):
         estimate_nsm(L, samples=1000, target_stderr=-1.0)
+
+
+def test_standard_error_matches_the_exact_variance():
+    # Z^1: e is uniform on [-1/2, 1/2], Var(e²) = 1/80 − 1/144 = 1/180, so stderr = sqrt(1/(180 N))
+    N = 200_000
+    r = estimate_nsm(Lattice([[1.0]]), samples=N, seed=5, progress=False)
+    assert r.stderr == pytest.approx(math.sqrt(1 / (180 * N)), rel=0.35)
+    assert abs(r.sigmas_from(1 / 12)) < 4

@@ -126,9 +126,10 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
         mean = float(np.sum(m * w) / np.sum(w))
         if len(m) < 2:
             return mean, float("inf")
-        # weighted batch means (the last batch may be short)
-        var = float(np.sum(w * (m - mean) ** 2) / (np.sum(w) * (len(m) - 1)))
-        return mean, math.sqrt(var / len(m)) if var > 0 else 0.0
+        # variance of the batch means (weighted: the last batch may be short), then of their average
+        k = len(m)
+        var = float(np.sum(w * (m - mean) ** 2) / np.sum(w)) * k / (k - 1)
+        return mean, math.sqrt(var / k)
 
     bar = None
     if progress:

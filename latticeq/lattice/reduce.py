@@ -68,8 +68,9 @@ def lll(B, delta: float = 0.99, *, use_fpylll: bool | None = None) -> tuple[np.n
     if not 0.25 < delta < 1.0:
         raise ValueError(f"delta must lie in (1/4, 1), got {delta}")
     n = B.shape[0]
-    if abs(np.linalg.det(B)) == 0.0 or np.linalg.matrix_rank(B) < n:
-        raise ValueError("basis is singular: the rows must be linearly independent")
+    s = np.linalg.svd(B, compute_uv=False)  # (a determinant test would underflow for tiny bases)
+    if s[-1] == 0.0 or s[-1] < 1e-13 * s[0]:
+        raise ValueError("basis is (numerically) singular: the rows must be linearly independent")
     if use_fpylll is None:
         use_fpylll = HAVE_FPYLLL
     if use_fpylll and not HAVE_FPYLLL:
