@@ -29,6 +29,7 @@ the solver did not do.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ import numpy as np
 from latticeq.draw._io import new_figure, save_figure
 
 
+@functools.lru_cache(maxsize=None)
 def _fixed_step_grid_class():
     from latticeq.nn.grid import Grid
 
