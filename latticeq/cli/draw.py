@@ -176,7 +176,8 @@ def quant(records, out, linear):
         path = plot_quant(qs, out, log=not linear)
     except _USER_ERRORS as exc:
         fail(str(exc))
-    click.echo(f"{len(qs.series)} series ({', '.join(qs.series)}) -> {path}")
+    base = f"; unquantized perplexity {qs.baseline:.4g}" if qs.baseline is not None else ""
+    click.echo(f"{len(qs.series)} quantized series ({', '.join(qs.series) or 'none yet'}){base} -> {path}")
 
 
 COMMANDS = [draw]

@@ -439,6 +439,17 @@ def _plane_patch(ax, center, span, half, color, alpha, dim):
         ax.add_collection3d(Poly3DCollection([quad], facecolor=color, alpha=alpha * 0.35, edgecolor=color, lw=0.6))
 
 
+def _right_angle(ax, corner, toward, along, size, color):
+    """Mark the right angle at ``corner`` between the drop toward ``toward`` and the direction ``along`` (2-D)."""
+    u = np.asarray(toward, float) - corner
+    if np.linalg.norm(u) < 1e-12:
+        return
+    u /= np.linalg.norm(u)
+    v = np.asarray(along, float) / np.linalg.norm(along)
+    pts = np.array([corner + size * u, corner + size * (u + v), corner + size * v])
+    ax.plot(pts[:, 0], pts[:, 1], color=color, lw=0.9)
+
+
 def _setup_axes(fig, pos, dim, lo, hi, title, xlabel, ylabel):
     if dim == 2:
         ax = fig.add_subplot(*pos)
@@ -497,6 +508,8 @@ def _draw_babai_panel(fig, pos, pic: StepsPicture, run: SolverRun, title: str, c
         _arrow(ax, prev, s.projection, color, lw=1.4, dim=dim)
         prev = s.projection
     _arrow(ax, prev, Q, color, lw=1.4, dim=dim, label="orthogonal projections, level by level")
+    if dim == 2:
+        _right_angle(ax, s0.projection, t, s0.span[0], 0.035 * (hi - lo).max(), color)
     _scatter(ax, Q, dim, marker="s", ms=8, mfc="none", mec="k", mew=1.6, label=f"decoded point, codes {_codes(run.codes)}")
     _segment(ax, Q, t, dim, color=_C_T, lw=1.0, ls=":")
     # basis vectors at the decoded point
@@ -602,6 +615,8 @@ def plot_gptq(pic: StepsPicture, out, *, title: str | None = None):
     for k, e in enumerate(E):
         _arrow(ax2, T[k], e, "0.45", lw=1.2, ls="--", dim=dim, label="Euclidean projection mapped" if k == 0 else None)
     _scatter(ax2, T[-1], dim, marker="s", ms=8, mfc="none", mec="k", mew=1.6, label="Xq")
+    if dim == 2:
+        _right_angle(ax2, T[1], T[0], s0.span[0], 0.035 * (hi2 - lo2).max(), _C_GPTQ)
     _segment(ax2, T[-1], T[0], dim, color=_C_T, lw=1.0, ls=":")
     txt = f"‖X(w−q)‖² = {run.error:.4g}  (Babai: {pic.babai.error:.4g}, same codes)"
     if dim == 2:
