@@ -117,6 +117,7 @@ def test_reference_nsm_values():
     assert r("A3") == pytest.approx(0.0787451, abs=1e-7)  # = D3, (n+1)^(-1/n)(1/12 + 1/(6(n+1)))
     assert r("D3") == r("A3")
     assert r("D4") == pytest.approx(0.0766032, abs=1e-7)
+    assert r("D5") == pytest.approx(0.0757858, abs=1e-7)
     assert r("D5*") == pytest.approx(0.0756254, abs=1e-7)
     assert r("E6*") == pytest.approx(0.0742437, abs=1e-7)
     assert r("E7*") == pytest.approx(0.0731165, abs=1e-7)
@@ -130,14 +131,15 @@ def test_reference_nsm_values():
         r("nonsense")
 
 
-def test_a_n_nsm_formula_against_monte_carlo():
-    """G(A_n) closed form agrees with a direct Monte Carlo estimate through the decoder (A4)."""
-    L = catalog.get("A4")
+@pytest.mark.parametrize("name", ["A4", "D6", "E8"])
+def test_nsm_closed_forms_against_monte_carlo(name):
+    """Closed forms (A_n, D_n) and E8's exact value agree with a Monte Carlo estimate via the decoder."""
+    L = catalog.get(name)
+    n = L.dim
     rng = np.random.default_rng(0)
     m = 200_000
-    X = rng.uniform(size=(m, 4)) @ L.generator
+    X = rng.uniform(size=(m, n)) @ L.generator
     E = X - L.decoder(X)
-    e2 = (E ** 2).sum(1)
-    G = e2.mean() / (4 * L.volume ** 0.5)
-    se = e2.std() / math.sqrt(m) / (4 * L.volume ** 0.5)
-    assert abs(G - catalog.reference_nsm("A4")) < 4 * se
+    e2 = (E ** 2).sum(1) / (n * L.volume ** (2.0 / n))
+    G, se = e2.mean(), e2.std() / math.sqrt(m)
+    assert abs(G - catalog.reference_nsm(name)) < 4 * se
