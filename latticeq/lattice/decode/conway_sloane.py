@@ -23,9 +23,11 @@ ties (strict ``<``). Ties have probability zero for continuous inputs.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
+from numba import njit, prange
 
 __all__ = [
     "decode_zn",
@@ -220,113 +222,106 @@ def _golay_words():
     return words
 
 
-def _leech_kernel_factory():
-    import math
-
-    from numba import njit, prange
-
-    @njit(cache=True, nogil=True)
-    def _leech_one(z, words, lowidx, T1, T2, Q1, Q2, E, F, P, Y0, Y1, out):
-        # per coordinate i and residue a in {0,1,2,3}: best y with z_i ≈ a + 4y, its cost, parity,
-        # and the extra cost of the second-best y (the other parity)
-        for a in range(4):
-            for i in range(24):
-                t = (z[i] - a) * 0.25
-                y0 = math.floor(t + 0.5)
-                y1 = y0 + 1.0 if t >= y0 else y0 - 1.0
-                e0 = z[i] - a - 4.0 * y0
-                e1 = z[i] - a - 4.0 * y1
-                E[a, i] = e0 * e0
-                F[a, i] = e1 * e1 - e0 * e0
-                P[a, i] = np.int64(y0) & 1
-                Y0[a, i] = y0
-                Y1[a, i] = y1
-        base = np.zeros(2)
-        bpar = np.zeros(2, dtype=np.int64)
-        fmin = np.full(2, np.inf)
-        for m in range(2):
-            for i in range(24):
-                base[m] += E[m, i]
-                bpar[m] ^= P[m, i]
-                fmin[m] = min(fmin[m], F[m, i], F[2 + m, i])
-            # subset-sum tables of the cost / parity changes that c_i = 1 causes, per 12-bit half
-            T1[m, 0] = base[m]
-            T2[m, 0] = 0.0
-            Q1[m, 0] = bpar[m]
-            Q2[m, 0] = 0
-            for q in range(1, 4096):
-                j = lowidx[q]
-                r = q & (q - 1)
-                T1[m, q] = T1[m, r] + (E[2 + m, j] - E[m, j])
-                Q1[m, q] = Q1[m, r] ^ P[2 + m, j] ^ P[m, j]
-                T2[m, q] = T2[m, r] + (E[2 + m, 12 + j] - E[m, 12 + j])
-                Q2[m, q] = Q2[m, r] ^ P[2 + m, 12 + j] ^ P[m, 12 + j]
-        # pass 1: cosets whose rounding already has the right parity (cost = sum of best costs)
-        best = np.inf
-        bm = 0
-        bb = 0
-        bflip = -1
-        for m in range(2):
-            for b in range(4096):
-                w = words[b]
-                lo = w & 4095
-                hi = w >> 12
-                if (Q1[m, lo] ^ Q2[m, hi]) == m:
-                    c = T1[m, lo] + T2[m, hi]
-                    if c < best:
-                        best = c
-                        bm = m
-                        bb = b
-        # pass 2: the others need one coordinate moved to its second-best value (D_n rule)
-        for m in range(2):
-            for b in range(4096):
-                w = words[b]
-                lo = w & 4095
-                hi = w >> 12
-                if (Q1[m, lo] ^ Q2[m, hi]) == m:
-                    continue
-                lb = T1[m, lo] + T2[m, hi]
-                if lb + fmin[m] >= best:
-                    continue
-                fm = np.inf
-                fi = -1
-                for i in range(24):
-                    a = 2 * ((w >> i) & 1) + m
-                    if F[a, i] < fm:
-                        fm = F[a, i]
-                        fi = i
-                if lb + fm < best:
-                    best = lb + fm
+@njit(cache=True, nogil=True)
+def _leech_one(z, words, lowidx, T1, T2, Q1, Q2, E, F, P, Y0, Y1, out):
+    # per coordinate i and residue a in {0,1,2,3}: best y with z_i ≈ a + 4y, its cost, parity,
+    # and the extra cost of the second-best y (the other parity)
+    for a in range(4):
+        for i in range(24):
+            t = (z[i] - a) * 0.25
+            y0 = math.floor(t + 0.5)
+            y1 = y0 + 1.0 if t >= y0 else y0 - 1.0
+            e0 = z[i] - a - 4.0 * y0
+            e1 = z[i] - a - 4.0 * y1
+            E[a, i] = e0 * e0
+            F[a, i] = e1 * e1 - e0 * e0
+            P[a, i] = np.int64(y0) & 1
+            Y0[a, i] = y0
+            Y1[a, i] = y1
+    base = np.zeros(2)
+    bpar = np.zeros(2, dtype=np.int64)
+    fmin = np.full(2, np.inf)
+    for m in range(2):
+        for i in range(24):
+            base[m] += E[m, i]
+            bpar[m] ^= P[m, i]
+            fmin[m] = min(fmin[m], F[m, i], F[2 + m, i])
+        # subset-sum tables of the cost / parity changes that c_i = 1 causes, per 12-bit half
+        T1[m, 0] = base[m]
+        T2[m, 0] = 0.0
+        Q1[m, 0] = bpar[m]
+        Q2[m, 0] = 0
+        for q in range(1, 4096):
+            j = lowidx[q]
+            r = q & (q - 1)
+            T1[m, q] = T1[m, r] + (E[2 + m, j] - E[m, j])
+            Q1[m, q] = Q1[m, r] ^ P[2 + m, j] ^ P[m, j]
+            T2[m, q] = T2[m, r] + (E[2 + m, 12 + j] - E[m, 12 + j])
+            Q2[m, q] = Q2[m, r] ^ P[2 + m, 12 + j] ^ P[m, 12 + j]
+    # pass 1: cosets whose rounding already has the right parity (cost = sum of best costs)
+    best = np.inf
+    bm = 0
+    bb = 0
+    bflip = -1
+    for m in range(2):
+        for b in range(4096):
+            w = words[b]
+            lo = w & 4095
+            hi = w >> 12
+            if (Q1[m, lo] ^ Q2[m, hi]) == m:
+                c = T1[m, lo] + T2[m, hi]
+                if c < best:
+                    best = c
                     bm = m
                     bb = b
-                    bflip = fi
-        w = words[bb]
-        for i in range(24):
-            a = 2 * ((w >> i) & 1) + bm
-            y = Y1[a, i] if i == bflip else Y0[a, i]
-            out[i] = a + 4.0 * y
-        return best
+    # pass 2: the others need one coordinate moved to its second-best value (D_n rule)
+    for m in range(2):
+        for b in range(4096):
+            w = words[b]
+            lo = w & 4095
+            hi = w >> 12
+            if (Q1[m, lo] ^ Q2[m, hi]) == m:
+                continue
+            lb = T1[m, lo] + T2[m, hi]
+            if lb + fmin[m] >= best:
+                continue
+            fm = np.inf
+            fi = -1
+            for i in range(24):
+                a = 2 * ((w >> i) & 1) + m
+                if F[a, i] < fm:
+                    fm = F[a, i]
+                    fi = i
+            if lb + fm < best:
+                best = lb + fm
+                bm = m
+                bb = b
+                bflip = fi
+    w = words[bb]
+    for i in range(24):
+        a = 2 * ((w >> i) & 1) + bm
+        y = Y1[a, i] if i == bflip else Y0[a, i]
+        out[i] = a + 4.0 * y
+    return best
 
-    @njit(cache=True, parallel=True)
-    def _leech_batch(Z, words, lowidx, out, nthreads):
-        m = Z.shape[0]
-        nchunk = min(m, 16 * nthreads)
-        for ch in prange(nchunk):
-            start = (ch * m) // nchunk
-            end = ((ch + 1) * m) // nchunk
-            T1 = np.empty((2, 4096))
-            T2 = np.empty((2, 4096))
-            Q1 = np.empty((2, 4096), dtype=np.int64)
-            Q2 = np.empty((2, 4096), dtype=np.int64)
-            E = np.empty((4, 24))
-            F = np.empty((4, 24))
-            P = np.empty((4, 24), dtype=np.int64)
-            Y0 = np.empty((4, 24))
-            Y1 = np.empty((4, 24))
-            for k in range(start, end):
-                _leech_one(Z[k], words, lowidx, T1, T2, Q1, Q2, E, F, P, Y0, Y1, out[k])
-
-    return _leech_batch
+@njit(cache=True, parallel=True)
+def _leech_batch(Z, words, lowidx, out, nthreads):
+    m = Z.shape[0]
+    nchunk = min(m, 16 * nthreads)
+    for ch in prange(nchunk):
+        start = (ch * m) // nchunk
+        end = ((ch + 1) * m) // nchunk
+        T1 = np.empty((2, 4096))
+        T2 = np.empty((2, 4096))
+        Q1 = np.empty((2, 4096), dtype=np.int64)
+        Q2 = np.empty((2, 4096), dtype=np.int64)
+        E = np.empty((4, 24))
+        F = np.empty((4, 24))
+        P = np.empty((4, 24), dtype=np.int64)
+        Y0 = np.empty((4, 24))
+        Y1 = np.empty((4, 24))
+        for k in range(start, end):
+            _leech_one(Z[k], words, lowidx, T1, T2, Q1, Q2, E, F, P, Y0, Y1, out[k])
 
 
 _LEECH = {}
@@ -351,12 +346,11 @@ def decode_leech(X):
     X = _pts(X)
     if X.shape[1] != 24:
         raise ValueError(f"Leech targets must have 24 coordinates, got {X.shape[1]}")
-    if "batch" not in _LEECH:
-        _LEECH["batch"] = _leech_kernel_factory()
+    if "words" not in _LEECH:
         _LEECH["words"] = _golay_words()
         _LEECH["lowidx"] = np.array([0] + [(q & -q).bit_length() - 1 for q in range(1, 4096)], dtype=np.int64)
     Z = np.ascontiguousarray(X * np.sqrt(8.0))
     out = np.empty_like(Z)
     if Z.shape[0]:
-        _LEECH["batch"](Z, _LEECH["words"], _LEECH["lowidx"], out, numba.get_num_threads())
+        _leech_batch(Z, _LEECH["words"], _LEECH["lowidx"], out, numba.get_num_threads())
     return out / np.sqrt(8.0)
