@@ -10,6 +10,7 @@ from latticeq.lattice.decode.conway_sloane import (
     CosetDecoder,
     an_glue,
     decode_an,
+    decode_bw16,
     decode_dn,
     decode_e8,
     decode_leech,
@@ -130,3 +131,20 @@ def test_leech_decoder_agrees_with_sphere_decoder():
     np.testing.assert_allclose(decode_leech(V + 0.05 * rng.normal(size=V.shape)), V, atol=1e-9)
     with pytest.raises(ValueError, match="24 coordinates"):
         decode_leech(np.zeros((1, 23)))
+
+
+def test_bw16_decoder_agrees_with_sphere_decoder():
+    L = catalog.get("BW16")
+    rng = np.random.default_rng(16)
+    X = rng.uniform(size=(2000, 16)) @ L.generator * 3
+    P = decode_bw16(X)
+    C = np.linalg.solve(L.generator.T, P.T).T
+    assert np.allclose(C, np.round(C), atol=1e-8)
+    Q, R = np.linalg.qr(L.generator.T)
+    s = np.sign(np.diag(R))
+    Lt = np.ascontiguousarray((R * s[:, None]).T)
+    _, d2, ex = closest_coords(Lt, X @ (Q * s))
+    assert ex.all()
+    np.testing.assert_allclose(((X - P) ** 2).sum(1), d2, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="16 coordinates"):
+        decode_bw16(np.zeros((1, 15)))

@@ -17,9 +17,9 @@
   scaled by 1/√8 (unimodular, minimum norm 4).
 
 Root lattices are in their natural scale (roots of norm 2). Lattices with a fast exact decoder carry
-it as ``Lattice.decoder``: Conway–Sloane coset decoders for the Z/A/D/E families, and a Golay-code
-coset decoder for Leech (:func:`~latticeq.lattice.decode.conway_sloane.decode_leech`); K12 and BW16
-use the sphere decoder.
+it as ``Lattice.decoder``: Conway–Sloane coset decoders for the Z/A/D/E families, RM(1,4) cosets of
+2·D16 for BW16 (:func:`~latticeq.lattice.decode.conway_sloane.decode_bw16`) and Golay-code cosets for
+Leech (:func:`~latticeq.lattice.decode.conway_sloane.decode_leech`); K12 uses the sphere decoder.
 Every generator is an LLL-reduced basis computed from a generating set with fpylll.
 """
 
@@ -32,7 +32,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from latticeq.lattice.decode.conway_sloane import CosetDecoder, an_glue, decode_leech
+from latticeq.lattice.decode.conway_sloane import CosetDecoder, an_glue, decode_bw16, decode_leech
 
 __all__ = ["get", "names", "reference_nsm", "FAMILIES"]
 
@@ -297,7 +297,7 @@ def _build(canon):
         return B, None, "K12 = {x in E^6: x_i = x_j mod theta, sum = 0 mod 3} (Eisenstein), scaled to min norm 4"
     if canon == "BW16":
         B = _int_basis(_bw16_generators()).astype(np.float64) / math.sqrt(2.0)
-        return B, None, "Lambda16 = {x in Z^16: x mod 2 in RM(1,4), sum = 0 mod 4} / sqrt(2)"
+        return B, decode_bw16, "Lambda16 = {x in Z^16: x mod 2 in RM(1,4), sum = 0 mod 4} / sqrt(2)"
     if canon == "LEECH":
         B = _int_basis(_leech_generators()).astype(np.float64) / math.sqrt(8.0)
         return B, decode_leech, "Lambda24 from the extended Golay code (SPLAG ch. 4 sec. 11) / sqrt(8)"

@@ -5,13 +5,15 @@
   numba code, and :func:`short_vectors` (Fincke–Pohst enumeration, with a counting mode).
 * :mod:`.babai` — :func:`babai_rounding` and :func:`babai_nearest_plane` (vectorized numpy).
 * :mod:`.conway_sloane` — fast exact decoders for Zⁿ, Dₙ, Aₙ, E8, unions of their cosets
-  (Dₙ*, Dₙ⁺, Aₙ*, E6, E6*, E7, E7*) and the Leech lattice (Golay-code cosets).
+  (Dₙ*, Dₙ⁺, Aₙ*, E6, E6*, E7, E7*), Barnes–Wall Λ16 (RM(1,4) cosets of 2·D16) and the Leech
+  lattice (Golay-code cosets).
 """
 
 from latticeq.lattice.decode.babai import babai_nearest_plane, babai_rounding
 from latticeq.lattice.decode.conway_sloane import (
     CosetDecoder,
     decode_an,
+    decode_bw16,
     decode_cosets,
     decode_dn,
     decode_e8,
@@ -35,4 +37,5 @@ __all__ = [
     "decode_e8",
     "decode_cosets",
     "decode_leech",
+    "decode_bw16",
 ]
