@@ -42,7 +42,7 @@ METHODS = [
     ("block b=16", "block", {"block": 16}, False),
     ("kbest K=4", "kbest", {"k": 4}, False),
     ("gptq+refine (±1)", "gptq+refine", {}, False),
-    ("block b=16+refine (±1, blocks of 16)", "block+refine", {"block": 16, "refine_block": 16}, False),
+    ("block b=16+refine (±1 and blocks of 16)", "block+refine", {"block": 16, "refine_block": 16}, False),
 ]
 _REDUCTIONS: dict = {}
 
