@@ -286,3 +286,26 @@ def test_block_descent_refine_is_monotone_for_groups_and_static_groups():
         b = solve(P, grid, "gptq+refine", act_order=True, refine_block=8)
         assert (P.row_objective(b.dequant.double()) <= P.row_objective(a.dequant.double()) * (1 + 1e-6)).all()
         assert b.stats["refine"]["block_moves"] > 0
+
+
+def test_torch_column_loop_used_on_cuda_matches_compiled_kernel():
+    from latticeq.nn.solvers._kernels import gptq_segment
+    from latticeq.nn.solvers.gptq import _torch_segment
+
+    g = torch.Generator().manual_seed(3)
+    m, cb = 7, 12
+    A = torch.randn(3 * cb, cb, generator=g, dtype=torch.float64)
+    R = torch.linalg.cholesky(torch.linalg.inv(A.T @ A), upper=True)
+    W = torch.randn(m, cb, generator=g, dtype=torch.float64)
+    S = torch.full((m, cb), 0.3, dtype=torch.float64)
+    Z = torch.full((m, cb), 2.0, dtype=torch.float64)
+    out = []
+    for fn in ("numba", "torch"):
+        W1, Q1, E1 = W.clone(), torch.zeros(m, cb, dtype=torch.float64), torch.zeros(m, cb, dtype=torch.float64)
+        if fn == "numba":
+            gptq_segment(W1.numpy(), R.numpy(), S.numpy(), Z.numpy(), 3.0, 0, cb, Q1.numpy(), E1.numpy(), np.zeros((1, 1)), np.zeros(cb))
+        else:
+            _torch_segment(W1, R, S, Z, 3.0, 0, cb, Q1, E1, None, None)
+        out.append((Q1, E1))
+    assert torch.equal(out[0][0], out[1][0])
+    assert torch.allclose(out[0][1], out[1][1])
