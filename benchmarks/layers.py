@@ -137,6 +137,13 @@ def speed_table(layers, repeats: int = 5) -> list[str]:
     return lines
 
 
+def _group_for(g, n):
+    """``g`` if it divides ``n``, else the largest divisor of ``n`` below ``g`` (576 = 6 × 96)."""
+    if g is None:
+        return None
+    return max(d for d in range(1, g + 1) if n % d == 0)
+
+
 def _atomic_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj))
@@ -177,8 +184,8 @@ def main() -> None:
     with Progress() as bar:
         task = bar.add_task("layers", total=total)
         for bits, g in ([] if args.table_only else configs):
-            grid = Grid(bits=bits, group_size=g)
             for name, (W, H) in problems.items():
+                grid = Grid(bits=bits, group_size=_group_for(g, W.shape[1]))
                 problem = None
                 gptq_codes = None
                 for label, method, opts, pc_only in methods:
@@ -230,7 +237,7 @@ def write_table(results, layers, bits_list, groups, methods, out: Path, extra=()
     ]
     for bits in bits_list:
         for g in groups:
-            gl = "per-channel" if g is None else f"g{g}"
+            gl = "per-channel" if g is None else f"g{g} (g{_group_for(g, 576)} for the n = 576 layers, where {g} does not divide n)"
             base = [results.get(f"{n}|{bits}|{g}|gptq act-order") for n in names]
             if any(b is None for b in base):
                 continue
