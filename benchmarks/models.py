@@ -133,10 +133,17 @@ def main(argv=None) -> None:
         "(the named baseline; < 1 is better). Times are wall-clock seconds on a shared 2-core CPU "
         "(other jobs were running), so compare them within this table only; `CPU time` is the "
         "process's user + system CPU seconds for the run (quantization + evaluation), the fairer "
-        "measure on a busy machine.\n\n"
+        "measure on a busy machine. `peak memory` is the benchmark process's peak resident set so "
+        "far (one process runs many configurations, keeping the baseline model in memory), so it "
+        "only bounds a single run's peak from above.\n\n"
     )
+    done = {Path(r["_path"]).name for r in recs}
+    missing = [f"{b}-bit {'per-channel' if g is None else f'g{g}'} {m}{' act-order' if a else ''}"
+               for b, g, m, a in DEFAULT_RUNS if _name(b, g, m, a, args.nsamples) not in done]
+    footer = ("\nNot run yet (the session's CPU budget on the shared machine ran out; the script "
+              "resumes them): " + "; ".join(missing) + ".\n") if missing else ""
     tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(header + table)
+    tmp.write_text(header + table + footer)
     tmp.replace(md)
     print(table)
 
