@@ -56,3 +56,13 @@ def test_bad_input():
         kissing_number(catalog.get("Z2"), rtol=-1)
     with pytest.raises(FileNotFoundError):
         compare("/nonexistent/lattice.json", "E8")
+
+
+def test_identify_recognizes_a_numerically_optimized_bw16_by_its_theta_image():
+    # a Λ16 whose generator is perturbed by 5e-4: no longer similar, but its theta image
+    # still has shells of 4320 and 61440 vectors with norm ratio 3/2
+    L = _disguise(catalog.get("BW16"), 6, noise=5e-4)
+    assert not compare("BW16", L, tol=1e-6)
+    assert kissing_number(L, rtol=0.05) == 4320
+    assert identify(L) == "BW16"
+    assert identify(_disguise(catalog.get("D4"), 7, noise=1e-3)) in ("D4", "D4*")

@@ -97,7 +97,7 @@ def compare_cmd(a, b, tol):
 
 @click.command("identify")
 @click.argument("lattice")
-@click.option("--rtol", type=float, default=0.02, show_default=True)
+@click.option("--rtol", type=float, default=0.05, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the theta image (PNG).")
 def identify_cmd(lattice, rtol, plot_path):

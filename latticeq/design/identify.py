@@ -60,16 +60,21 @@ def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> 
     return ThetaImage(v, np.arange(1, len(v) + 1), float(m))
 
 
-def kissing_number(lattice, rtol: float = 0.02) -> int:
-    """Number of vectors within relative ``rtol`` of the minimum norm (approximate kissing number).
+def kissing_number(lattice, rtol: float = 0.05) -> int:
+    """Size of the first shell of the theta image (approximate kissing number).
 
-    ``rtol=0`` counts exactly minimal vectors (up to 1e-9); a small positive value recognizes the
-    kissing configuration of a numerically optimized lattice.
+    ``rtol=0`` counts exactly minimal vectors (up to 1e-9). With ``rtol > 0`` the sorted norms
+    are split into shells wherever two consecutive norms differ by more than ``rtol``
+    (relative), and the first shell's size is returned: this recognizes the kissing
+    configuration of a numerically optimized lattice, whose minimal vectors are spread out.
     """
     if rtol < 0:
         raise ValueError(f"rtol must be >= 0, got {rtol}")
-    img = theta_image(lattice, max_ratio=1.0 + max(rtol, 1e-9))
-    return int(np.count_nonzero(img.norms <= 1.0 + max(rtol, 1e-9)))
+    if rtol == 0:
+        img = theta_image(lattice, max_ratio=1.0 + 1e-9)
+        return int(np.count_nonzero(img.norms <= 1.0 + 1e-9))
+    img = theta_image(lattice, max_ratio=2.0)
+    return int(img.shells(rtol)[0][1])
 
 
 def compare(a, b, tol: float = 1e-6) -> bool:
@@ -82,22 +87,31 @@ def compare(a, b, tol: float = 1e-6) -> bool:
     return bool(A.is_similar(B, tol=tol))
 
 
-def identify(lattice, rtol: float = 0.02, tol: float = 1e-2) -> str | None:
+def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) -> str | None:
     """Name of the catalog lattice of the same dimension that ``lattice`` approximately is, or None.
 
-    Catalog lattices whose (approximate) kissing number matches are compared with
-    :func:`compare` at tolerance ``tol``.
+    A catalog lattice matches when it is similar within ``tol`` (:func:`compare`), or when the
+    first ``shells`` shells of the two theta images have the same sizes and mean norms within
+    ``5 rtol`` of each other (norms relative to the minimum) — the theta-image recognition of
+    Agrell, Pook-Kolb and Allen for numerically optimized lattices.
     """
     from latticeq.lattice import catalog
 
     L = _as_lattice(lattice)
-    k = kissing_number(L, rtol)
+    def inner(sh):  # shells well inside the cutoff (2 x minimum), so complete in both images
+        return [x for x in sh if x[0] <= 1.75 * sh[0][0]][:shells]
+
+    mine = inner(theta_image(L, max_ratio=2.0).shells(rtol))
     for name in catalog.names():
         C = catalog.get(name)
         if C.dim != L.dim:
             continue
-        if kissing_number(C, 0.0) != k:
-            continue
+        ref = inner(theta_image(C, max_ratio=2.0).shells(1e-6))
+        same_theta = len(ref) == len(mine) and all(
+            a[1] == b[1] and abs(a[0] / ref[0][0] - b[0] / mine[0][0]) <= 5 * rtol * a[0] / ref[0][0]
+            for a, b in zip(ref, mine))
+        if same_theta:
+            return name
         try:
             if compare(C, L, tol=tol):
                 return name
