@@ -224,7 +224,7 @@ def write_table(results, layers, bits_list, groups, methods, out: Path, extra=()
     lines = [
         "# Layer benchmark: lattice solvers vs GPTQ act-order",
         "",
-        f"SmolLM2-135M-Instruct, {len(names)} layers ({', '.join(names)}); Hessians from 64 × 512 tokens of "
+        f"SmolLM2-135M-Instruct, {len(names)} layers ({', '.join(names)}); Hessians from 32 × 512 tokens (CPU-bound; the issue suggested 64) of "
         "Austen calibration text (P&P held out). Asymmetric min–max grids, dynamic groups, percdamp 0.01. "
         "Relative error = tr((W−Q)H(W−Q)ᵀ)/tr(WHWᵀ). *mean rel* is the mean over layers; *ratio* = mean rel / "
         "GPTQ act-order's mean rel in the same run; *per-layer* = mean of per-layer ratios; *time* = total "
