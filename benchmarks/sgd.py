@@ -2,14 +2,13 @@
 
 Compared in the same run:
 
-* ``compiled (latticeq)`` — :func:`latticeq.design.sgd.sgd`: the whole inner loop (sampling,
-  exact closest point, update, LLL + re-triangularization every 100 steps) in one numba kernel;
-* ``compiled, decode_one`` — the same loop calling the shared core decoder
-  ``latticeq.lattice.decode.sphere.decode_one`` (box-capable Schnorr–Euchner with lazy partial
-  sums) instead of the design module's own plain Schnorr–Euchner;
+* ``compiled (latticeq, core decode_one)`` — :func:`latticeq.design.sgd.sgd`: the whole inner
+  loop (sampling, exact closest point by the shared core decoder
+  ``latticeq.lattice.decode.sphere.decode_one``, update, LLL + re-triangularization every 100
+  steps) in one numba kernel;
 * ``mini-batch b=16`` — the mini-batch variant (points per second; 16 points per step);
 * ``Python loop per step`` (the named baseline) — the same algorithm driven step by step from
-  Python (numpy update, compiled decoder per point): what the kernel saves.
+  Python (numpy update, the same compiled core decoder per point): what the kernel saves.
 
 Each starts from the same LLL-reduced random basis; steps are timed after a warm-up (compile).
 Writes ``benchmarks/sgd.md``. Run: ``.venv/bin/python benchmarks/sgd.py``.
@@ -23,51 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from latticeq.design import _kernels as K
 from latticeq.design.sgd import PRESETS, random_reduced_generator, sgd_python_step_reference
-from latticeq.lattice.decode.sphere import BOUND_NONE, decode_one, make_workspace
-
-
-@njit(cache=True)
-def _sgd_decode_one(B, steps, mu, seed):
-    np.random.seed(seed)
-    n = B.shape[0]
-    inv = np.empty(n)
-    lo = np.full(n, -BOUND_NONE)
-    hi = np.full(n, BOUND_NONE)
-    S, dist, ctr, iw = make_workspace(n)
-    ub = np.empty(n, dtype=np.int64)
-    z = np.empty(n)
-    x = np.empty(n)
-    y = np.empty(n)
-    e = np.empty(n)
-    for t in range(steps):
-        for i in range(n):
-            inv[i] = 1.0 / B[i, i]
-            z[i] = np.random.random()
-        for j in range(n):
-            s = 0.0
-            for i in range(j, n):
-                s += z[i] * B[i, j]
-            x[j] = s
-        decode_one(B, inv, x, lo, hi, 0, S, dist, ctr, iw, ub)
-        for i in range(n):
-            y[i] = z[i] - ub[i]
-        e2 = 0.0
-        for j in range(n):
-            s = 0.0
-            for i in range(j, n):
-                s += y[i] * B[i, j]
-            e[j] = s
-            e2 += s * s
-        for i in range(n):
-            for j in range(i):
-                B[i, j] -= mu * y[i] * e[j]
-            B[i, i] -= mu * (y[i] * e[i] - e2 / (n * B[i, i]))
-        if (t + 1) % 100 == 0:
-            K.retriangularize(B)
 
 
 def _rate(fn, steps):
@@ -83,14 +40,12 @@ def main():
         # warm-up (compilation) on tiny runs
         K.sgd_chunk(B0.copy(), 0, 100, 10**6, 0.005, 200.0, 100, 1, 0)
         K.sgd_chunk(B0.copy(), 0, 100, 10**6, 0.005, 200.0, 100, 16, 0)
-        _sgd_decode_one(B0.copy(), 100, 0.005, 0)
         sgd_python_step_reference(B0, 100, 0.005)
         r_kernel = _rate(lambda s: K.sgd_chunk(B0.copy(), 0, s, 10**6, 0.005, 200.0, 100, 1, 1), steps)
-        r_one = _rate(lambda s: _sgd_decode_one(B0.copy(), s, 0.005, 1), steps)
         r_mb = 16 * _rate(lambda s: K.sgd_chunk(B0.copy(), 0, s, 10**6, 0.005, 200.0, 100, 16, 1),
                           steps // 16)
         r_py = _rate(lambda s: sgd_python_step_reference(B0, s, 0.005, seed=1), max(steps // 50, 500))
-        rows.append((n, r_kernel, r_one, r_mb, r_py))
+        rows.append((n, r_kernel, r_mb, r_py))
     load = os.getloadavg()[0]
     lines = [
         "# SGD throughput (Agrell–Allen Algorithm 1)",
@@ -99,12 +54,12 @@ def main():
         f"(1-min load average {load:.1f} at the end of the run, so absolute rates are pessimistic; "
         "the ratios within one row were measured back to back). One thread each.",
         "",
-        "| n | compiled (latticeq) steps/s | compiled, core decode_one steps/s | mini-batch b=16 points/s "
-        "| Python loop per step (baseline) steps/s | compiled / baseline | latticeq / decode_one |",
-        "|---|---|---|---|---|---|---|",
+        "| n | compiled (latticeq, core decode_one) steps/s | mini-batch b=16 points/s "
+        "| Python loop per step (baseline) steps/s | compiled / baseline |",
+        "|---|---|---|---|---|",
     ]
-    for n, rk, r1, rmb, rpy in rows:
-        lines.append(f"| {n} | {rk:,.0f} | {r1:,.0f} | {rmb:,.0f} | {rpy:,.0f} | {rk / rpy:.1f}× | {rk / r1:.2f}× |")
+    for n, rk, rmb, rpy in rows:
+        lines.append(f"| {n} | {rk:,.0f} | {rmb:,.0f} | {rpy:,.0f} | {rk / rpy:.1f}× |")
     lines += ["", "Projected wall time of one run at these rates (one core):", "",
               "| n | preset | steps | projected time |", "|---|---|---|---|"]
     for n, rk, *_ in rows:

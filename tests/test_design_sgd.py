@@ -6,6 +6,7 @@ import pytest
 from latticeq.design import _kernels as K
 from latticeq.design.search import estimate_nsm_mc
 from latticeq.design.sgd import SGDState, random_reduced_generator, sgd, sgd_advance, sgd_start
+from latticeq.lattice.decode.sphere import closest_coords
 
 
 def test_decoder_matches_brute_force():
@@ -13,7 +14,8 @@ def test_decoder_matches_brute_force():
     for n in (2, 3, 4):
         B = random_reduced_generator(n, seed=n)
         X = (3 * rng.random((300, n)) - 1) @ B  # around the fundamental cell
-        U, d2 = K.closest_coords_tri(B, X)
+        U, d2, ex = closest_coords(B, X)
+        assert ex.all()
         grid = np.array(list(itertools.product(range(-6, 7), repeat=n)), dtype=float)
         D = ((X[:, None, :] - (grid @ B)[None]) ** 2).sum(-1)
         np.testing.assert_allclose(d2, D.min(1), atol=1e-10)
@@ -99,3 +101,17 @@ def test_sgd_bad_input():
         sgd_start(4, batch=0)
     with pytest.raises(ValueError, match="expected 4"):
         sgd_start(4, init=np.eye(3))
+
+
+def test_nsm_moments_uses_the_core_decoder():
+    # the kernel draws z with numba's np.random (same Mersenne Twister stream as numpy's legacy
+    # generator), so the core's batched closest_coords on the same points must give the same sums
+    B = random_reduced_generator(6, seed=4)
+    m, seed = 3000, 11
+    s1, s2 = K.nsm_moments(B, m, seed)
+    Z = np.random.RandomState(seed).random_sample((m, 6))
+    _, d2, ex = closest_coords(B, Z @ B)
+    assert ex.all()
+    d = d2 / 6
+    assert s1 == pytest.approx(d.sum(), rel=1e-9)
+    assert s2 == pytest.approx((d * d).sum(), rel=1e-9)

@@ -1,14 +1,13 @@
-"""Compiled kernels shared by the design modules (SGD, fusion, NSM re-estimation).
+"""Compiled kernels of the design half (SGD, NSM re-estimation) around the shared core decoder.
 
 All kernels work on a lower-triangular generator ``Lt`` with positive diagonal whose rows are
-the basis vectors (a lattice point is ``u @ Lt``). They are self-contained numba code so that the
-whole SGD inner loop (sampling, exact closest point, update, periodic LLL reduction and
-re-triangularization) runs compiled.
-
-The closest-point search is the Schnorr–Euchner enumeration of Agrell, Eriksson, Vardy and
-Zeger, "Closest point search in lattices", IEEE Trans. IT 48 (2002), Algorithm "Decode",
-specialised to a lower-triangular basis: coordinate ``j`` of ``u @ Lt`` only involves
-``u_i`` for ``i >= j``, so the search descends from level ``n-1`` to level ``0``.
+the basis vectors (a lattice point is ``u @ Lt``). The exact closest point comes from the core's
+single-point Schnorr–Euchner kernel :func:`latticeq.lattice.decode.sphere.decode_one` (Agrell,
+Eriksson, Vardy and Zeger, "Closest point search in lattices", IEEE Trans. IT 48 (2002), with the
+lazy partial sums of Ghasemmehdi & Agrell 2011), called unbounded (``BOUND_NONE``) from inside the
+numba code, so that the whole SGD inner loop (sampling, exact closest point, update, periodic LLL
+reduction and re-triangularization) runs compiled. The decoder's workspace is allocated once per
+kernel call, never per step.
 """
 
 from __future__ import annotations
@@ -16,69 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
-@njit(cache=True)
-def decode_tri(Lt, x, u, best_u, c, dist, step):
-    """Exact closest lattice point of ``x`` for the triangular basis ``Lt`` (one point).
-
-    Writes the integer coordinates (as float64) into ``best_u`` and returns the squared
-    distance. ``u, c, step`` (length n) and ``dist`` (length n+1) are scratch arrays.
-    """
-    n = Lt.shape[0]
-    best = np.inf
-    k = n - 1
-    dist[n] = 0.0
-    c[k] = x[k] / Lt[k, k]
-    u[k] = np.floor(c[k] + 0.5)
-    step[k] = 1.0 if c[k] >= u[k] else -1.0
-    while True:
-        y = (c[k] - u[k]) * Lt[k, k]
-        d = dist[k + 1] + y * y
-        if d < best:
-            if k == 0:
-                best = d
-                for i in range(n):
-                    best_u[i] = u[i]
-                # siblings at level 0 are farther: go up
-                k = 1
-                if k >= n:
-                    break
-                u[k] += step[k]
-                step[k] = -step[k] - (1.0 if step[k] > 0 else -1.0)
-            else:
-                dist[k] = d
-                k -= 1
-                s = x[k]
-                for i in range(k + 1, n):
-                    s -= u[i] * Lt[i, k]
-                c[k] = s / Lt[k, k]
-                u[k] = np.floor(c[k] + 0.5)
-                step[k] = 1.0 if c[k] >= u[k] else -1.0
-        else:
-            k += 1
-            if k >= n:
-                break
-            u[k] += step[k]
-            step[k] = -step[k] - (1.0 if step[k] > 0 else -1.0)
-    return best
-
-
-@njit(cache=True)
-def closest_coords_tri(Lt, X):
-    """Batch exact closest coordinates: ``X`` (m, n) -> (U (m, n) int64, dist2 (m,))."""
-    m, n = X.shape
-    U = np.empty((m, n), dtype=np.int64)
-    d2 = np.empty(m)
-    u = np.empty(n)
-    bu = np.empty(n)
-    c = np.empty(n)
-    st = np.empty(n)
-    dist = np.empty(n + 1)
-    for r in range(m):
-        d2[r] = decode_tri(Lt, X[r], u, bu, c, dist, st)
-        for i in range(n):
-            U[r, i] = np.int64(bu[i])
-    return U, d2
+from latticeq.lattice.decode.sphere import BOUND_NONE, decode_one, make_workspace
 
 
 @njit(cache=True)
@@ -162,16 +99,18 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
     x = np.empty(n)
     y = np.empty(n)
     e = np.empty(n)
-    u = np.empty(n)
-    bu = np.empty(n)
-    c = np.empty(n)
-    st = np.empty(n)
-    dist = np.empty(n + 1)
+    inv = np.empty(n)
+    lo = np.full(n, -BOUND_NONE)
+    hi = np.full(n, BOUND_NONE)
+    S, dist, ctr, iw = make_workspace(n)
+    bu = np.empty(n, dtype=np.int64)
     grad = np.zeros((n, n))
     acc = 0.0
     denom = max(T - 1, 1)
     for t in range(t_start, t_stop):
         mu = mu0 * nu ** (-t / denom)
+        for i in range(n):
+            inv[i] = 1.0 / B[i, i]
         if batch > 1:
             for i in range(n):
                 for j in range(i + 1):
@@ -184,7 +123,7 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
                 for i in range(j, n):
                     s += z[i] * B[i, j]
                 x[j] = s
-            decode_tri(B, x, u, bu, c, dist, st)
+            decode_one(B, inv, x, lo, hi, 0, S, dist, ctr, iw, bu)
             for i in range(n):
                 y[i] = z[i] - bu[i]
             e2 = 0.0
@@ -221,11 +160,13 @@ def nsm_moments(Lt, samples, seed):
     n = Lt.shape[0]
     z = np.empty(n)
     x = np.empty(n)
-    u = np.empty(n)
-    bu = np.empty(n)
-    c = np.empty(n)
-    st = np.empty(n)
-    dist = np.empty(n + 1)
+    inv = np.empty(n)
+    for i in range(n):
+        inv[i] = 1.0 / Lt[i, i]
+    lo = np.full(n, -BOUND_NONE)
+    hi = np.full(n, BOUND_NONE)
+    S, dist, ctr, iw = make_workspace(n)
+    bu = np.empty(n, dtype=np.int64)
     s1 = 0.0
     s2 = 0.0
     for r in range(samples):
@@ -236,7 +177,8 @@ def nsm_moments(Lt, samples, seed):
             for i in range(j, n):
                 s += z[i] * Lt[i, j]
             x[j] = s
-        d = decode_tri(Lt, x, u, bu, c, dist, st) / n
+        d2, _, _ = decode_one(Lt, inv, x, lo, hi, 0, S, dist, ctr, iw, bu)
+        d = d2 / n
         s1 += d
         s2 += d * d
     return s1, s2

@@ -16,10 +16,10 @@ The loss is the Monte Carlo NSM, scale invariant so the volume needs no constrai
 
     G(B) = E_z ||(z − u(z)) B||² / (n |det B|^(2/n)),   z ~ U[0,1)^n,
 
-with ``u(z)`` the exact closest integer coordinates of ``zB`` (found by the compiled
-Schnorr–Euchner decoder, not differentiated: at the closest point the assignment is locally
-constant) and the error differentiated by torch autograd through ``B(θ)`` into ``θ`` and the
-log-scales ``log s_k``. The step size is annealed geometrically (Adam, ``lr0 → lr0/anneal``).
+with ``u(z)`` the exact closest integer coordinates of ``zB`` (found by the core's compiled
+Schnorr–Euchner decoder :func:`latticeq.lattice.decode.sphere.closest_coords`, not
+differentiated: at the closest point the assignment is locally constant) and the error
+differentiated by torch autograd through ``B(θ)`` into ``θ`` and the log-scales ``log s_k``. The step size is annealed geometrically (Adam, ``lr0 → lr0/anneal``).
 Initialization: the Householder vectors come in equal pairs (whose reflections cancel) plus
 small noise, ``W`` is small noise, so ``M = I + O(noise)``.
 """
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latticeq.design import _kernels as K
+from latticeq.lattice.decode.sphere import closest_coords
 
 METHODS = ("householder", "matrix-exp", "matrix-exp-free")
 
@@ -199,7 +200,7 @@ def fusion_advance(state: FusionState, max_steps: int) -> FusionState:
             U, Uinv, Lt = _reduction(Bn)
         z = rng.random((state.batch, n))
         zr = z @ Uinv                      # coordinates in the reduced basis
-        ur, _ = K.closest_coords_tri(Lt, zr @ Lt)
+        ur, _, _ = closest_coords(Lt, zr @ Lt)
         y = torch.as_tensor(z - ur @ U)    # z - u, u = closest coordinates in the basis B
         e = y @ B
         _, logdet = torch.linalg.slogdet(B)

@@ -93,7 +93,8 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     """Monte Carlo NSM ``E||e||^2 / (n V^(2/n))`` with its standard error.
 
     Points ``z B`` with ``z ~ U[0,1)^n`` are uniform modulo the lattice; the exact closest point
-    comes from the compiled Schnorr–Euchner decoder on the LLL-reduced triangular form. The
+    comes from the core's compiled Schnorr–Euchner decoder (``decode_one``, inside
+    ``_kernels.nsm_moments``) on the LLL-reduced triangular form. The
     standard error is the sample standard deviation of ``||e||^2/n`` over ``sqrt(samples)``.
     """
     B = np.array(generator, dtype=np.float64, copy=True)
