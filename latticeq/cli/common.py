@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
+
+from latticeq.io import atomic_save_npy as _atomic_save_npy
+from latticeq.io import atomic_write
 
 
 def fail(message: str, code: int = 2):
@@ -27,22 +28,13 @@ def load_lattice_arg(spec: str):
 
 
 def atomic_write_bytes(path, write) -> Path:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it into place.
+
+    Parent folders are created. See :func:`latticeq.io.atomic_write`.
+    """
+    return atomic_write(path, write, "wb", mkdir=True)
 
 
 def atomic_save_npy(path, array) -> Path:
-    import numpy as np
-
-    return atomic_write_bytes(path, lambda f: np.save(f, array, allow_pickle=False))
+    """``np.save`` ``array`` (no pickles) to ``path`` atomically, creating parent folders."""
+    return _atomic_save_npy(path, array, allow_pickle=False, mkdir=True)

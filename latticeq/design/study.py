@@ -15,9 +15,9 @@ import datetime as _dt
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from latticeq.io import atomic_savefig, atomic_write_text
 
 COLUMNS = ["dim", "sphere_bound", "best_splice", "best_splice_stderr", "best_splice_components",
            "householder", "householder_stderr", "matrix_exp", "matrix_exp_stderr",
@@ -94,32 +94,9 @@ def collect(dims, results="results/lattices") -> list[dict]:
     return rows
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_savefig(fig, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """PNG at 120 dpi, atomically, creating parent folders (also used by :mod:`latticeq.design.identify`)."""
+    atomic_savefig(path, fig, format="png", dpi=120, mkdir=True)
 
 
 def to_csv(rows) -> str:
@@ -224,7 +201,7 @@ def run_study(dims="13-24", results="results/lattices", out="results") -> list[d
     """Write ``{out}/study.csv``, ``{out}/study.md`` and ``{out}/study.png``; return the rows."""
     rows = collect(dims, results)
     out = Path(out)
-    _atomic_write_text(out / "study.csv", to_csv(rows))
-    _atomic_write_text(out / "study.md", to_markdown(rows))
+    atomic_write_text(out / "study.csv", to_csv(rows), mkdir=True)
+    atomic_write_text(out / "study.md", to_markdown(rows), mkdir=True)
     plot(rows, out / "study.png")
     return rows

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from latticeq.io import atomic_write_bytes  # noqa: F401  (html.py imports it from here)
 
 FORMATS = ("png", "svg")
 
@@ -35,24 +36,6 @@ def check_output_path(out, *, formats=FORMATS) -> Path:
         raise PermissionError(f"cannot write {str(path)!r}: directory {str(parent)!r} is not writable")
     if path.is_dir():
         raise ValueError(f"output path {str(path)!r} is a directory; give a file name")
-    return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent or "."), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

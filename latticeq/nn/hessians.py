@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from latticeq import __version__
+from latticeq.io import atomic_save_npy, atomic_write_json
 
 __all__ = ["DEFAULT_DIR", "LAYER_KINDS", "record_hessians", "load_layers"]
 
@@ -34,18 +35,6 @@ LAYER_KINDS = {
     "up": "mlp.up_proj",
     "down": "mlp.down_proj",
 }
-
-
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def record_hessians(
@@ -122,11 +111,13 @@ def record_hessians(
     entries = []
     for name, acc in accs.items():
         W = mods[name].weight.detach().to(torch.float32).cpu().numpy()
-        _atomic_save(out / f"{name}.W.npy", W)
-        _atomic_save(out / f"{name}.H.npy", acc.hessian.cpu().numpy())
+        atomic_save_npy(out / f"{name}.W.npy", W)
+        atomic_save_npy(out / f"{name}.H.npy", acc.hessian.cpu().numpy())
         entries.append({"name": name, "W": f"{name}.W.npy", "H": f"{name}.H.npy", "shape": list(W.shape), "nsamples": acc.nsamples})
-    _atomic_json(man_path, {"params": params, "layers": entries, "latticeq": __version__,
-                            "seconds": time.time() - t0, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    atomic_write_json(man_path, {"params": params, "layers": entries, "latticeq": __version__,
+                                 "seconds": time.time() - t0,
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                      end="")
     return out
 
 

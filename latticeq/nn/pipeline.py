@@ -27,11 +27,12 @@ interrupted run resumes after the last finished block.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from latticeq.io import atomic_torch_save, atomic_write_json
 
 __all__ = [
     "QuantizeOptions",
@@ -268,20 +269,6 @@ def _peak_memory(device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def quantize_model(
     model,
     windows,
@@ -377,7 +364,7 @@ def quantize_model(
                 f.unlink()
             if (state / "inputs.pt").exists():
                 (state / "inputs.pt").unlink()
-            _atomic_json(json.loads(json.dumps(fingerprint, default=str)), run_file)
+            atomic_write_json(run_file, json.loads(json.dumps(fingerprint, default=str)), default=str)
 
     try:
         if hidden is None:
@@ -422,12 +409,12 @@ def quantize_model(
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 if state is not None:
-                    _atomic_torch_save({"layers": block_layers, "stats": block_stats},
-                                       state / f"block_{bi:04d}.pt")
-                    _atomic_torch_save({"next_block": bi + 1, "hidden": _to(hidden, "cpu"),
-                                        "calls": _to(calls, "cpu"),
-                                        "elapsed": prior_time + time.perf_counter() - t0},
-                                       state / "inputs.pt")
+                    atomic_torch_save(state / f"block_{bi:04d}.pt",
+                                      {"layers": block_layers, "stats": block_stats})
+                    atomic_torch_save(state / "inputs.pt",
+                                      {"next_block": bi + 1, "hidden": _to(hidden, "cpu"),
+                                       "calls": _to(calls, "cpu"),
+                                       "elapsed": prior_time + time.perf_counter() - t0})
     finally:
         if use_cache is not None:
             model.config.use_cache = use_cache
