@@ -199,6 +199,16 @@ def test_block_exact_not_worse_than_gptq_blockwise():
         assert int(b.codes.min()) >= 0 and int(b.codes.max()) <= grid.maxq
 
 
+def test_block_exact_with_one_node_budget_is_gptq_code_for_code():
+    # the core decoder's first leaf is box-clamped Babai = GPTQ's rounding; budget 1 stops there
+    P = _problem(m=24, n=64, seed=5)
+    for grid in (Grid(2), Grid(3, group_size=16)):
+        g = solve(P, grid, "gptq", act_order=True, blocksize=32)
+        b = solve(P, grid, "block", act_order=True, blocksize=32, block=8, max_nodes=1)
+        assert torch.equal(b.codes, g.codes)
+        assert b.stats["rows_exact"] == 0.0
+
+
 def test_refine_is_monotone_and_a_local_minimum():
     P = _problem(m=12, n=32, seed=6)
     grid = Grid(2, group_size=16)

@@ -1,10 +1,19 @@
 """Compiled (numba) inner loops of the layer solvers. Rows are independent and run in
-parallel; the column recursion is sequential. All arrays are float64, C-contiguous."""
+parallel; the column recursion is sequential. All arrays are float64, C-contiguous.
+
+Exact block decoding (``block_decode``, ``block_descent_rows``) calls the core's box-constrained
+Schnorr–Euchner kernel :func:`latticeq.lattice.decode.sphere.decode_one`: a block objective
+``‖(u − v) L‖²`` over codes ``v ∈ {0, …, maxq}^b`` (``L`` lower triangular, rows = basis vectors)
+is the closest point of the target ``x = u L`` in the lattice ``{v L}`` inside the box
+``lo = 0, hi = maxq``; the node budget returns the best leaf found (the first leaf is clamped
+Babai) and flags the row as not proven exact."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from latticeq.lattice.decode.sphere import decode_one, make_workspace
 
 
 @njit(cache=True, parallel=True)
@@ -75,72 +84,25 @@ def nearest_plane(X, B, S, Z, maxq, a, b, V):
 
 
 @njit(cache=True)
-def _se_box(L, u, maxq, max_nodes, v, vbest, c, lo, hi, dpart):
-    """Box-constrained Schnorr–Euchner on lower-triangular ``L`` (rows = basis, decide the
-    last coordinate first): minimize ``‖(u − v) L‖²`` over integers ``v ∈ [0, maxq]^b``.
-    The first leaf is clamped Babai, so the result is never worse than it. Returns
-    (best distance², nodes visited)."""
-    n = L.shape[0]
-    best = np.inf
-    nodes = 0
-    k = n - 1
-    dpart[n] = 0.0
-    c[k] = u[k]
-    v[k] = min(max(np.rint(c[k]), 0.0), maxq)
-    lo[k] = v[k] - 1.0
-    hi[k] = v[k] + 1.0
-    while True:
-        nodes += 1
-        t = (c[k] - v[k]) * L[k, k]
-        dd = dpart[k + 1] + t * t
-        if dd < best:
-            if k > 0:
-                dpart[k] = dd
-                k -= 1
-                acc = 0.0
-                for j in range(k + 1, n):
-                    acc += (u[j] - v[j]) * L[j, k]
-                c[k] = u[k] + acc / L[k, k]
-                v[k] = min(max(np.rint(c[k]), 0.0), maxq)
-                lo[k] = v[k] - 1.0
-                hi[k] = v[k] + 1.0
-                if max_nodes > 0 and nodes >= max_nodes:
-                    # finish greedily (Babai) below this node
-                    while True:
-                        t = (c[k] - v[k]) * L[k, k]
-                        dd = dpart[k + 1] + t * t
-                        if k == 0:
-                            break
-                        dpart[k] = dd
-                        k -= 1
-                        acc = 0.0
-                        for j in range(k + 1, n):
-                            acc += (u[j] - v[j]) * L[j, k]
-                        c[k] = u[k] + acc / L[k, k]
-                        v[k] = min(max(np.rint(c[k]), 0.0), maxq)
-                    if dd < best:
-                        best = dd
-                        vbest[:] = v
-                    return best, nodes
-                continue
-            best = dd
-            vbest[:] = v
-        # climb: next candidate (zig-zag inside the box) at the first level that has one
-        k += 1
-        while k < n:
-            if lo[k] >= 0.0 and (hi[k] > maxq or c[k] - lo[k] <= hi[k] - c[k]):
-                v[k] = lo[k]
-                lo[k] -= 1.0
-                break
-            elif hi[k] <= maxq:
-                v[k] = hi[k]
-                hi[k] += 1.0
-                break
-            k += 1
-        if k >= n:
-            return best, nodes
-        if max_nodes > 0 and nodes >= max_nodes:
-            return best, nodes
+def _code_box(n, maxq):
+    """Integer box ``0 ≤ v_k ≤ maxq`` of the codes, as the core decoder's ``lo``/``hi``."""
+    lo = np.zeros(n, dtype=np.int64)
+    hi = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        hi[k] = np.int64(maxq)
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _lattice_target(L, u, x):
+    """``x = u L`` for lower-triangular ``L`` (rows = basis vectors): the target point whose
+    closest lattice point ``v L`` minimizes ``‖(u − v) L‖²``."""
+    n = u.shape[0]
+    for k in range(n):
+        acc = 0.0
+        for j in range(k, n):
+            acc += u[j] * L[j, k]
+        x[k] = acc
 
 
 @njit(cache=True, parallel=True)
@@ -152,28 +114,34 @@ def block_decode(W1, R1, Ginv, S, Z, maxq, i0, bs, max_nodes, Q1, E1, nodes_out,
     In code units ``u = w/s + z`` it is ``s² ‖(u − v) R_b⁻¹‖²`` (one scale per row inside the
     block). Errors ``e = (w − q) R_b⁻¹`` equal GPTQ's column errors for the same codes, so
     ``W1[:, i0+bs:] −= e R1[i0:i0+bs, i0+bs:]`` continues GPTQ's recursion.
+
+    The block is decoded by the core's ``decode_one`` on the reversed (lower-triangular) basis
+    ``L = J R_b⁻¹ J`` and target ``x = (J u) L`` (``J`` reverses the order), box ``[0, maxq]``;
+    ``exact_out[r]`` becomes False when the node budget stopped a search.
     """
     m, cb = W1.shape
-    # reversed lower-triangular basis
+    # reversed lower-triangular basis: ‖(u − v) R_b⁻¹‖² = ‖(ũ − ṽ) L‖² with ũ, ṽ reversed
     L = np.empty((bs, bs))
     for p in range(bs):
         for q in range(bs):
             L[p, q] = Ginv[bs - 1 - p, bs - 1 - q]
+    inv_diag = np.empty(bs)
+    for p in range(bs):
+        inv_diag[p] = 1.0 / L[p, p]
+    lo, hi = _code_box(bs, maxq)
     for r in prange(m):
+        psum, dist, ctr, iw = make_workspace(bs)
         u = np.empty(bs)
-        v = np.empty(bs)
-        vb = np.empty(bs)
-        c = np.empty(bs)
-        lo = np.empty(bs)
-        hi = np.empty(bs)
-        dpart = np.empty(bs + 1)
+        x = np.empty(bs)
+        vb = np.empty(bs, dtype=np.int64)
         s = S[r, i0]
         z = Z[r, i0]
         for p in range(bs):
             u[p] = W1[r, i0 + bs - 1 - p] / s + z
-        best, nodes = _se_box(L, u, maxq, max_nodes, v, vb, c, lo, hi, dpart)
+        _lattice_target(L, u, x)
+        _, ex, nodes = decode_one(L, inv_diag, x, lo, hi, max_nodes, psum, dist, ctr, iw, vb)
         nodes_out[r] += nodes
-        if max_nodes > 0 and nodes >= max_nodes:
+        if not ex:
             exact_out[r] = False
         # codes (processing order) and errors
         diff = np.empty(bs)
@@ -292,11 +260,17 @@ def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passe
     With ``g = e H`` (``e = w − q``) and ``δ = s ⊙ (v' − v)`` the change is
     ``Δ = −2 δ g_Bᵀ + δ H_BB δᵀ = s²[(v' − c) H_BB (v' − c)ᵀ − (v − c) H_BB (v − c)ᵀ]`` with
     centre ``c = v + H_BB⁻¹ g_B / s`` (one scale per row inside a block). ``Lchol[b]`` is the
-    lower Cholesky factor of ``H_BB`` (``L Lᵀ = H_BB``); the box-constrained Schnorr–Euchner
-    search minimizes ``‖(c − v') L‖²``.
+    lower Cholesky factor of ``H_BB`` (``L Lᵀ = H_BB``); the core's box-constrained
+    Schnorr–Euchner search (``decode_one`` on target ``c L``, box ``[0, maxq]``) minimizes
+    ``‖(c − v') L‖²``. One decoder workspace per row.
     """
     m, n = E.shape
     nb = starts.shape[0]
+    inv_diag = np.empty((nb, bs))
+    for b in range(nb):
+        for i in range(bs):
+            inv_diag[b, i] = 1.0 / Lchol[b, i, i]
+    lo, hi = _code_box(bs, maxq)
     for r in prange(m):
         g = np.zeros(n)
         for i in range(n):
@@ -308,13 +282,10 @@ def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passe
         for j in range(n):
             f0 += E[r, j] * g[j]
         tol = 1e-13 * abs(f0)
+        psum, dist, ctr, iw = make_workspace(bs)
         u = np.empty(bs)
-        v = np.empty(bs)
-        vb = np.empty(bs)
-        c = np.empty(bs)
-        lo = np.empty(bs)
-        hi = np.empty(bs)
-        dpart = np.empty(bs + 1)
+        x = np.empty(bs)
+        vb = np.empty(bs, dtype=np.int64)
         y = np.empty(bs)
         for p in range(max_passes):
             improved = False
@@ -335,7 +306,8 @@ def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passe
                     y[i] = acc / L[i, i]
                 for i in range(bs):
                     u[i] = V[r, a + i] + y[i] / s
-                best, nodes = _se_box(L, u, maxq, max_nodes, v, vb, c, lo, hi, dpart)
+                _lattice_target(L, u, x)
+                decode_one(L, inv_diag[b], x, lo, hi, max_nodes, psum, dist, ctr, iw, vb)
                 # exact change of the objective (accept only a strict decrease)
                 delta = 0.0
                 for i in range(bs):
