@@ -235,19 +235,13 @@ def fuse(splice_lattice, *, method: str = "householder", steps: int = 1500, batc
         state = fusion_start(splice_lattice, method=method, steps=steps, batch=batch, lr0=lr0,
                              anneal=anneal, noise=noise, reflections=reflections, seed=seed)
     n = sum(len(b) for b in state.blocks)
-    if progress:
-        from rich.progress import Progress
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"{state.method} n={n}", total=state.steps, completed=state.step)
-            while state.step < state.steps:
-                fusion_advance(state, chunk)
-                bar.update(task, completed=state.step,
-                           description=f"{state.method} n={n} NSM≈{state.history[-1][1]:.6f}")
-                if on_chunk is not None:
-                    on_chunk(state)
-    else:
+    from latticeq.progress import make_progress
+
+    with make_progress(progress, transient=True) as bar:
+        task = bar.add_task(f"{state.method} n={n}", total=state.steps, completed=state.step)
         while state.step < state.steps:
             fusion_advance(state, chunk)
+            bar.update(task, completed=state.step, description=f"{state.method} n={n} NSM≈{state.history[-1][1]:.6f}")
             if on_chunk is not None:
                 on_chunk(state)
     return state

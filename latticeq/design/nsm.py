@@ -131,15 +131,11 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
         var = float(np.sum(w * (m - mean) ** 2) / np.sum(w)) * k / (k - 1)
         return mean, math.sqrt(var / k)
 
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from latticeq.progress import make_progress
 
-        bar = Progress(TextColumn("NSM {task.fields[label]}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                       TextColumn("{task.fields[est]}"), TimeRemainingColumn(), transient=True)
-        bar.start()
-        task = bar.add_task("nsm", total=samples, label=lattice.name or f"n={n}", est="")
-    try:
+    label = lattice.name or f"n={n}"
+    with make_progress(progress, transient=True) as bar:
+        task = bar.add_task(f"NSM {label}", total=samples)
         while done < samples:
             m = min(batch, samples - done)
             X = rng.random((m, n)) @ B
@@ -148,14 +144,11 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
             means.append(float(np.mean(np.sum(E * E, axis=1))) * norm)
             weights.append(m)
             done += m
-            if bar is not None:
+            if progress:
                 est, se = stats()
-                bar.update(task, completed=done, est=f"{est:.7f} ± {se:.1e}")
+                bar.update(task, completed=done, description=f"NSM {label} {est:.7f} ± {se:.1e}")
             if target_stderr is not None and len(means) >= 10 and stats()[1] <= target_stderr:
                 break
-    finally:
-        if bar is not None:
-            bar.stop()
     nsm, se = stats()
     U = S / done / lattice.volume ** (2.0 / n)
     g = np.trace(U) / n

@@ -182,19 +182,13 @@ def sgd(n: int, *, preset: str = "fast", steps: int | None = None, mu0: float | 
     if state is None:
         state = sgd_start(n, preset=preset, steps=steps, mu0=mu0, nu=nu, batch=batch,
                           reduce_every=reduce_every, seed=seed, init=init)
-    if progress:
-        from rich.progress import Progress
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"SGD n={n}", total=state.steps, completed=state.step)
-            while state.step < state.steps:
-                sgd_advance(state, chunk)
-                bar.update(task, completed=state.step,
-                           description=f"SGD n={n} NSM≈{state.history[-1][1]:.6f}")
-                if on_chunk is not None:
-                    on_chunk(state)
-    else:
+    from latticeq.progress import make_progress
+
+    with make_progress(progress, transient=True) as bar:
+        task = bar.add_task(f"SGD n={n}", total=state.steps, completed=state.step)
         while state.step < state.steps:
             sgd_advance(state, chunk)
+            bar.update(task, completed=state.step, description=f"SGD n={n} NSM≈{state.history[-1][1]:.6f}")
             if on_chunk is not None:
                 on_chunk(state)
     return state

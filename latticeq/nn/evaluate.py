@@ -145,7 +145,7 @@ def perplexity(
     dev = torch.device(device) if device is not None else next(model.parameters()).device
     text_name = EVALUATION_TEXT.name if text is None else os.fspath(text)
 
-    from latticeq.nn._progress import make_progress
+    from latticeq.progress import make_progress
 
     nll_sum = 0.0
     count = 0

@@ -61,7 +61,7 @@ def record_hessians(
     """
     import torch
 
-    from latticeq.nn._progress import make_progress
+    from latticeq.progress import make_progress
     from latticeq.nn.calib import calibration_windows, describe_calibration
     from latticeq.nn.layer import HessianAccumulator
     from latticeq.nn.model import load_model, load_tokenizer

@@ -310,7 +310,7 @@ def quantize_model(
     from latticeq.nn.grid import Grid
     from latticeq.nn.layer import HessianAccumulator, LayerProblem
 
-    from latticeq.nn._progress import make_progress
+    from latticeq.progress import make_progress
 
     options.validate()
     if windows.ndim != 2 or windows.dtype != torch.long:

@@ -1,4 +1,4 @@
-"""A rich progress bar that can be switched off (shared by the model pipeline modules)."""
+"""A rich progress bar that can be switched off, shared by every long-running job in latticeq."""
 
 from __future__ import annotations
 
