@@ -37,6 +37,17 @@ def test_table_ratio_against_gptq(tmp_path):
     assert "| float |" in t
 
 
+def test_table_compares_only_runs_with_the_same_calibration_and_eval():
+    small = _rec("gptq", 3, None, 40.0, act=True)
+    big = _rec("gptq", 3, None, 30.0, act=True)
+    big["calibration"] = {"source": "austen", "nsamples": 128, "seqlen": 64}
+    refine_big = _rec("gptq+refine", 3, None, 27.0, act=True)
+    refine_big["calibration"] = big["calibration"]
+    rows = R.markdown_table([small, big, refine_big]).splitlines()[2:]
+    ratios = sorted(l.split("|")[6].strip() for l in rows)
+    assert ratios == ["0.900", "1.000", "1.000"]  # each GPTQ is its own baseline; refine vs the 128-window GPTQ
+
+
 def test_plot(tmp_path):
     recs = [_rec("gptq", b, None, 40.0 / b, act=True) for b in (2, 3, 4)] + [_rec("none", None, None, 9.0)]
     p = R.plot_records(recs, tmp_path / "p.png")

@@ -130,17 +130,24 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: di
     """Markdown table: one row per record, sorted by bits (desc), grouping, perplexity.
 
     The ``vs GPTQ`` column is the perplexity ratio to the GPTQ (act-order if present) run of the
-    same model, bits and grouping in the same set of records. ``extra`` adds columns:
+    same model, bits, grouping, calibration size and evaluation windows in the same set of records
+    (like is compared with like only). ``extra`` adds columns:
     ``{header: {record["_path"]: cell}}``.
     """
     extra = extra or {}
+    def setting(r):
+        cal, ev = r.get("calibration") or {}, r.get("eval") or {}
+        return (r["model"], r["bits"], _gs(r), cal.get("nsamples"), cal.get("seqlen"), ev.get("windows"), ev.get("seqlen"))
+
     def key(r):
-        return (r["model"], -(r["bits"] or 99), _gs(r), r["perplexity"] if r["perplexity"] is not None else float("inf"))
+        cal = r.get("calibration") or {}
+        return (r["model"], -(r["bits"] or 99), _gs(r), cal.get("nsamples") or 0,
+                r["perplexity"] if r["perplexity"] is not None else float("inf"))
 
     base = {}
     for r in records:
         if r["method"] == baseline_method and r["perplexity"] is not None:
-            k = (r["model"], r["bits"], _gs(r))
+            k = setting(r)
             if k not in base or r.get("act_order"):
                 base[k] = r["perplexity"]
     lines = [
@@ -150,7 +157,7 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: di
     ]
     for r in sorted(records, key=key):
         ppl = "—" if r["perplexity"] is None else f"{r['perplexity']:.3f}"
-        b = base.get((r["model"], r["bits"], _gs(r)))
+        b = base.get(setting(r))
         ratio = "—" if (b is None or r["perplexity"] is None) else f"{r['perplexity'] / b:.3f}"
         ev = r.get("eval") or {}
         ew = "—" if not ev else f"{ev.get('windows')} × {ev.get('seqlen')}"
