@@ -161,6 +161,21 @@ def block_decode(W1, R1, Ginv, S, Z, maxq, i0, bs, max_nodes, Q1, E1, nodes_out,
             W1[r, j] -= acc
 
 
+@njit(cache=True)
+def _row_gradient(E, H, r, g):
+    """g ← E[r] H (g zeroed by the caller) and return the row objective E[r] H E[r]ᵀ."""
+    n = E.shape[1]
+    for i in range(n):
+        ei = E[r, i]
+        if ei != 0.0:
+            for j in range(n):
+                g[j] += ei * H[i, j]
+    f = 0.0
+    for j in range(n):
+        f += E[r, j] * g[j]
+    return f
+
+
 @njit(cache=True, parallel=True)
 def refine_rows(E, V, S, H, maxq, max_passes, moves, passes):
     """±1 coordinate descent on codes with exact objective updates.
@@ -173,14 +188,7 @@ def refine_rows(E, V, S, H, maxq, max_passes, moves, passes):
     m, n = E.shape
     for r in prange(m):
         g = np.zeros(n)
-        for i in range(n):
-            ei = E[r, i]
-            if ei != 0.0:
-                for j in range(n):
-                    g[j] += ei * H[i, j]
-        f = 0.0
-        for j in range(n):
-            f += E[r, j] * g[j]
+        f = _row_gradient(E, H, r, g)
         tol = 1e-13 * (abs(f) + 1e-300)
         npass = 0
         for p in range(max_passes):
@@ -273,14 +281,7 @@ def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passe
     lo, hi = _code_box(bs, maxq)
     for r in prange(m):
         g = np.zeros(n)
-        for i in range(n):
-            ei = E[r, i]
-            if ei != 0.0:
-                for j in range(n):
-                    g[j] += ei * H[i, j]
-        f0 = 0.0
-        for j in range(n):
-            f0 += E[r, j] * g[j]
+        f0 = _row_gradient(E, H, r, g)
         tol = 1e-13 * abs(f0)
         psum, dist, ctr, iw = make_workspace(bs)
         u = np.empty(bs)
