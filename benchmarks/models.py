@@ -11,7 +11,7 @@ dequantized Q4_1 model (the baseline the packaged weights give) is scored on the
 Records go to ``results/quant/*.json`` (one per run; existing records are kept, so the script
 resumes), the table to ``benchmarks/models.md``.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/models.py [--nsamples 8] [--eval-windows 16]``.
+Run: ``nice -n 10 .venv/bin/python benchmarks/models.py [--nsamples 128] [--eval-windows 16]``.
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "quant"
 
-#: (bits, group_size, method, act_order) in order of priority (targets first).
+#: (bits, group_size, method, act_order, mse grid) in order of priority (targets first): the
+#: baseline GPTQ act-order, the best lattice solver (MSE-clipped start, ±1 refinement,
+#: H-weighted grid refit), GPTQ on the same MSE-clipped grid (to show what the grid alone
+#: buys), RTN, and the remaining settings.
 DEFAULT_RUNS = (
-    [(b, g, m, True) for b in (3, 2) for g in (None, 128) for m in ("gptq", "gptq+refine")]
-    + [(b, g, "rtn", False) for b in (3, 2) for g in (None, 128)]
-    + [(4, g, m, a) for g in (None, 128) for (m, a) in (("gptq", True), ("gptq+refine", True), ("rtn", False))]
-    + [(b, g, "minpivot+refine", False) for b in (3, 2) for g in (None, 128)]
+    [(b, g, m, True, mse) for b in (3, 2) for g in (None, 128)
+     for (m, mse) in (("gptq", False), ("gptq+refine+refit", True), ("gptq", True))]
+    + [(b, g, "rtn", False, False) for b in (4, 3, 2) for g in (None, 128)]
+    + [(4, g, m, True, mse) for g in (None, 128) for (m, mse) in (("gptq", False), ("gptq+refine+refit", True))]
+    + [(3, g, "gptq+refine", True, False) for g in (None, 128)]
 )
 
 
@@ -44,17 +48,17 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _name(bits, gs, method, act, nsamples):
+def _name(bits, gs, method, act, nsamples, mse=False):
     g = "pc" if gs is None else f"g{gs}"
-    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}-n{nsamples}.json"
+    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}{'-mse' if mse else ''}-n{nsamples}.json"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nsamples", type=int, default=8, help="calibration windows of 512 tokens")
+    ap.add_argument("--nsamples", type=int, default=128, help="calibration windows of 512 tokens")
     ap.add_argument("--eval-windows", type=int, default=16, help="first K windows of Pride and Prejudice")
     ap.add_argument("--runs", default=None,
-                    help="comma-separated bits:group:method:act entries, e.g. 3:pc:gptq:1,2:128:block:1")
+                    help="comma-separated bits:group:method:act[:mse] entries, e.g. 3:pc:gptq:1,2:128:gptq+refine+refit:1:mse")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table-only", action="store_true", help="only rebuild benchmarks/models.md")
     args = ap.parse_args(argv)
@@ -72,8 +76,10 @@ def main(argv=None) -> None:
     if args.runs:
         runs = []
         for item in args.runs.split(","):
-            b, g, m, a = item.split(":")
-            runs.append((int(b), None if g == "pc" else int(g), m, a == "1"))
+            b, g, m, a, *rest = item.split(":")
+            if rest not in ([], ["mse"]):
+                raise SystemExit(f"bad run spec {item!r}: expected bits:group:method:act[:mse]")
+            runs.append((int(b), None if g == "pc" else int(g), m, a == "1", rest == ["mse"]))
     seqlen = 512
     if not args.table_only:
         tok = load_tokenizer("smollm2")
@@ -94,18 +100,18 @@ def main(argv=None) -> None:
             ), fpath)
             print(f"float baseline: {pr.perplexity:.3f}", flush=True)
 
-        for bits, gs, method, act in runs:
-            path = RESULTS / _name(bits, gs, method, act, args.nsamples)
+        for bits, gs, method, act, mse in runs:
+            path = RESULTS / _name(bits, gs, method, act, args.nsamples, mse)
             if path.exists():
                 continue
             t0 = time.perf_counter()
             c0 = _cpu_seconds()
             net = copy.deepcopy(base)
-            opts = QuantizeOptions(bits=bits, group_size=gs, act_order=act, method=method, seed=0)
+            opts = QuantizeOptions(bits=bits, group_size=gs, act_order=act, method=method, seed=0, mse=mse)
             res = quantize_model(net, calib, opts, progress=False)
             pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=args.eval_windows, progress=False)
             rec = make_record(
-                model="smollm2", method=method, bits=bits, group_size=gs, sym=False, act_order=act,
+                model="smollm2", method=method, bits=bits, group_size=gs, sym=False, mse=mse, act_order=act,
                 calibration=cal_info, seed=0, perplexity=pr.perplexity, eval=ev_info,
                 wall_time_s=time.perf_counter() - t0, quant_time_s=res.quant_time_s,
                 peak_memory_bytes=res.peak_memory_bytes, layers=res.layer_stats,
@@ -138,8 +144,8 @@ def main(argv=None) -> None:
         "only bounds a single run's peak from above.\n\n"
     )
     done = {Path(r["_path"]).name for r in recs}
-    missing = [f"{b}-bit {'per-channel' if g is None else f'g{g}'} {m}{' act-order' if a else ''}"
-               for b, g, m, a in DEFAULT_RUNS if _name(b, g, m, a, args.nsamples) not in done]
+    missing = [f"{b}-bit {'per-channel' if g is None else f'g{g}'} {m}{' act-order' if a else ''}{', mse grid' if e else ''}"
+               for b, g, m, a, e in DEFAULT_RUNS if _name(b, g, m, a, args.nsamples, e) not in done]
     footer = ("\nNot run yet (the session's CPU budget on the shared machine ran out; the script "
               "resumes them): " + "; ".join(missing) + ".\n") if missing else ""
     tmp = md.with_suffix(".md.tmp")

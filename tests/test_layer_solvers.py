@@ -319,3 +319,74 @@ def test_torch_column_loop_used_on_cuda_matches_compiled_kernel():
         out.append((Q1, E1))
     assert torch.equal(out[0][0], out[1][0])
     assert torch.allclose(out[0][1], out[1][1])
+
+
+def test_gptq_equals_babai_on_weights_with_exact_zero_point_ties():
+    # weights already on a dyadic grid (like the packaged Q4_1 model) whose groups have
+    # -min/scale = 3.5 exactly: GPTQ rounds the zero point half-to-even; Babai must see the
+    # same untouched weights for the first group (not w B R, which is off by an ulp)
+    g = torch.Generator().manual_seed(21)
+    m, n, gs = 64, 64, 16
+    W = (torch.randint(-7, 8, (m, n), generator=g).to(torch.float64)) * (0.125 / 2)
+    W[:, 0], W[:, 1] = -0.4375, 0.4375  # min/max of every row: zero point exactly 3.5 at 3 bits
+    X = torch.randn(3 * n, n, generator=g, dtype=torch.float64) * (torch.rand(n, generator=g, dtype=torch.float64) + 0.1)
+    P = LayerProblem(W, 2 * X.T @ X / (3 * n))
+    for act in (False, True):
+        a = solve(P, Grid(3, group_size=gs), "gptq", act_order=act)
+        b = solve(P, Grid(3, group_size=gs), "babai", act_order=act)
+        assert int((a.codes != b.codes).sum()) == 0
+        assert torch.equal(a.zeros, b.zeros)
+
+
+def test_fit_grid_is_the_least_squares_optimum():
+    from latticeq.nn.solvers.refit import fit_grid
+
+    P = _problem(m=6, n=32, seed=31)
+    grid = Grid(3, group_size=8)
+    sol = solve(P, grid, "gptq", act_order=True)
+    s, z = fit_grid(P, sol.codes, sol.g_idx, sol.zeros, grid.maxq, fit_zero=False)
+    assert torch.equal(z, sol.zeros.to(torch.float64))
+    gl = sol.g_idx.long()
+    U = sol.codes.to(torch.float64) - z[:, gl]
+    for r in range(6):
+        # brute force: the objective is quadratic in the 4 group scales; solve it with numpy
+        M = np.zeros((32, 4))
+        M[np.arange(32), gl.numpy()] = U[r].numpy()
+        Hn, w = P.H.numpy(), P.W[r].numpy()
+        opt = np.linalg.solve(M.T @ Hn @ M, M.T @ Hn @ w)
+        np.testing.assert_allclose(s[r].numpy(), opt, rtol=1e-7)
+    # with the zero fitted too, every row's objective is at most the zero-fixed optimum's
+    s2, z2 = fit_grid(P, sol.codes, sol.g_idx, sol.zeros, grid.maxq, fit_zero=True)
+    assert torch.equal(z2, torch.round(z2)) and int(z2.min()) >= 0 and int(z2.max()) <= grid.maxq
+
+
+@pytest.mark.parametrize("grid", [Grid(2), Grid(3, group_size=16), Grid(3, group_size=16, static_groups=True),
+                                  Grid(4, sym=True), Grid(2, mse=True)])
+def test_refit_never_worsens_a_row_and_improves_the_layer(grid):
+    P = _problem(m=24, n=64, seed=32)
+    for base in ("gptq", "gptq+refine"):
+        a = solve(P, grid, base, act_order=True)
+        b = solve(P, grid, base + "+refit", act_order=True)
+        assert b.method == base + "+refit"
+        ra, rb = P.row_objective(a.dequant.double()), P.row_objective(b.dequant.double())
+        assert (rb <= ra * (1 + 1e-6) + 1e-12).all()
+        assert b.error < a.error
+        assert b.stats["refit"]["rows_improved"] > 0
+        assert int(b.codes.min()) >= 0 and int(b.codes.max()) <= grid.maxq
+        assert torch.equal(b.zeros, torch.round(b.zeros))
+        if grid.sym:
+            assert torch.equal(b.zeros, a.zeros)
+        # the stored parameters reproduce the dequantized weights
+        gl = b.g_idx.long()
+        deq = b.scales[:, gl] * (b.codes.float() - b.zeros[:, gl])
+        assert torch.allclose(deq, b.dequant, atol=1e-7)
+
+
+def test_refit_method_grammar():
+    P = _problem(m=4, n=32)
+    with pytest.raises(ValueError, match="unknown method 'gptq\\+refit\\+refine'"):
+        solve(P, Grid(3), "gptq+refit+refine")
+    with pytest.raises(ValueError, match="refit_iters must be ≥ 0"):
+        solve(P, Grid(3), "gptq+refit", refit_iters=-1)
+    s = solve(P, Grid(3), "gptq+refit", refit_iters=0)
+    assert s.error == solve(P, Grid(3), "gptq").error

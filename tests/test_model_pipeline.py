@@ -106,7 +106,7 @@ def test_group_size_not_dividing_width_works_like_gptq():
     X = torch.randn(200, 96, generator=torch.Generator().manual_seed(1))
     H = 2 * X.T @ X / 200
     full = solve(LayerProblem(W, H), grid, method="rtn")
-    sol, codes, g_idx = pl._solve_layer(W[:, :80], H[:80, :80], grid, pl.QuantizeOptions(bits=4, group_size=48, method="rtn"))
+    sol, codes, g_idx = pl.solve_layer(W[:, :80], H[:80, :80], grid, pl.QuantizeOptions(bits=4, group_size=48, method="rtn"))
     np.testing.assert_array_equal(codes[:, :48].numpy(), full.codes[:, :48].numpy())
 
 

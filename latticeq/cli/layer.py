@@ -11,8 +11,6 @@ import click
 __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 
 
-def _parse_method(ctx, param, value):
-    return value
 
 
 @click.command("quantize-layer")
@@ -25,7 +23,8 @@ def _parse_method(ctx, param, value):
 @click.option("--static-groups", is_flag=True, help="Group parameters from the original weights.")
 @click.option("--act-order", is_flag=True, help="Process columns by descending diag(H).")
 @click.option("--method", default="gptq", show_default=True,
-              help="rtn, gptq, babai, minpivot, lll, block, kbest; any with '+refine'.")
+              help="rtn, gptq, babai, minpivot, lll, block, kbest; each optionally followed by +refine, +refit "
+                   "or +refine+refit.")
 @click.option("--percdamp", type=float, default=0.01, show_default=True, help="Damping fraction of mean(diag H).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--block", type=int, default=None, help="Block size b for --method block.")

@@ -10,7 +10,9 @@ _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
 
 
 def _methods_help() -> str:
-    return "rtn, gptq, babai, minpivot, lll, block, kbest (each optionally +refine)"
+    from latticeq.nn.solvers import METHODS_HELP
+
+    return METHODS_HELP
 
 
 @click.command()
@@ -18,6 +20,7 @@ def _methods_help() -> str:
 @click.option("--bits", required=True, type=int, help="Bits per weight (2–8).")
 @click.option("--group-size", type=int, default=None, help="Columns per scale group (default: per-channel).")
 @click.option("--sym", is_flag=True, help="Symmetric grid (zero point 2^(b-1)).")
+@click.option("--mse", is_flag=True, help="MSE-optimal clipping search of each grid range (GPTQ's mse=True).")
 @click.option("--act-order", is_flag=True, help="Process columns by descending diag(H) (GPTQ desc_act).")
 @click.option("--method", required=True, help=f"Layer solver: {_methods_help()}.")
 @click.option("--calib", default=None, help="Calibration text file(s), comma-separated, or wikitext2/c4 "
@@ -36,7 +39,7 @@ def _methods_help() -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out after its last finished block.")
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def quantize(model, bits, group_size, sym, act_order, method, calib, nsamples, seqlen, seed, device,
+def quantize(model, bits, group_size, sym, mse, act_order, method, calib, nsamples, seqlen, seed, device,
              eval_text, eval_windows, damp, checkpoint_format, out, resume, force, no_progress):
     """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint."""
     from latticeq.nn.pipeline import quantize_to_checkpoint
@@ -46,7 +49,7 @@ def quantize(model, bits, group_size, sym, act_order, method, calib, nsamples, s
         texts = calib if calib.lower() in ("wikitext2", "c4") else [t for t in calib.split(",") if t]
     try:
         rec = quantize_to_checkpoint(
-            model, out, bits=bits, method=method, group_size=group_size, sym=sym, act_order=act_order,
+            model, out, bits=bits, method=method, group_size=group_size, sym=sym, mse=mse, act_order=act_order,
             calib=texts, nsamples=nsamples, seqlen=seqlen, seed=seed, device=device,
             eval_text=eval_text, eval_windows=eval_windows, percdamp=damp,
             checkpoint_format=checkpoint_format, resume=resume, force=force, progress=not no_progress,

@@ -42,6 +42,7 @@ __all__ = [
     "capture_block_inputs",
     "linear_groups",
     "quantize_model",
+    "solve_layer",
 ]
 
 
@@ -62,12 +63,10 @@ class QuantizeOptions:
 
     def validate(self) -> None:
         from latticeq.nn.grid import Grid
-        from latticeq.nn.solvers import METHODS
+        from latticeq.nn.solvers import parse_method
 
         Grid(self.bits, group_size=self.group_size, sym=self.sym, mse=self.mse)  # validates bits/group
-        base, plus, suffix = str(self.method).partition("+")
-        if base not in METHODS or (plus and suffix != "refine"):
-            raise ValueError(f"unknown method {self.method!r}; allowed: {', '.join(METHODS)} (each optionally +refine)")
+        parse_method(self.method)
         if not (isinstance(self.percdamp, (int, float)) and self.percdamp >= 0):
             raise ValueError(f"percdamp must be a number ≥ 0, got {self.percdamp!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -387,7 +386,7 @@ def quantize_model(
                         bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
                         tl = time.perf_counter()
                         W = _get_weight(mod).to(torch.float32)
-                        sol, codes, g_idx = _solve_layer(W, H, grid, options)
+                        sol, codes, g_idx = solve_layer(W, H, grid, options)
                         q = quantized_layer(codes, sol.scales, sol.zeros, g_idx, options.bits,
                                             transposed=_is_conv1d(mod))
                         _set_weight(mod, q.dequant().to(dev))
@@ -441,7 +440,7 @@ def check_model(model, options: QuantizeOptions):
     return blocks_name, blocks
 
 
-def _solve_layer(W, H, grid, options):
+def solve_layer(W, H, grid, options):
     """Solve one layer; a group size that does not divide ``n`` works as in GPTQ (⌈n/g⌉ groups,
     the last one smaller): ``W`` and ``H`` are padded with zero (dead) columns to a multiple of
     ``g`` — dead columns are zero in every solver and do not interact with live ones, and
@@ -557,6 +556,7 @@ def quantize_to_checkpoint(
     method: str = "gptq",
     group_size: int | None = None,
     sym: bool = False,
+    mse: bool = False,
     act_order: bool = False,
     calib=None,
     nsamples: int = 128,
@@ -595,7 +595,7 @@ def quantize_to_checkpoint(
     from latticeq.nn.records import make_record
 
     t_start = time.perf_counter()
-    options = QuantizeOptions(bits=bits, group_size=group_size, sym=sym, act_order=act_order,
+    options = QuantizeOptions(bits=bits, group_size=group_size, sym=sym, mse=mse, act_order=act_order,
                               method=method, percdamp=percdamp, true_sequential=true_sequential,
                               seed=seed, solver_options=dict(solver_options or {}))
     options.validate()
@@ -631,7 +631,7 @@ def quantize_to_checkpoint(
         net.to("cpu")
         ppl, ev = pr.perplexity, {"text": pr.text, "seqlen": pr.seqlen, "windows": pr.windows}
     record = make_record(
-        model=source.name, method=method, bits=bits, group_size=group_size, sym=sym,
+        model=source.name, method=method, bits=bits, group_size=group_size, sym=sym, mse=mse,
         act_order=act_order,
         calibration={"source": info["calibration"], "nsamples": nsamples, "seqlen": seqlen},
         seed=seed, perplexity=ppl, eval=ev, wall_time_s=time.perf_counter() - t_start,

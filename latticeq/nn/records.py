@@ -3,14 +3,15 @@
 Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other tools, e.g.
 :mod:`latticeq.draw`, read them)::
 
-    model, method, bits, group_size, sym, act_order,
+    model, method, bits, group_size, sym, mse, act_order,
     calibration {source, nsamples, seqlen}, seed,
     perplexity, eval {text, seqlen, windows},
     wall_time_s, quant_time_s, peak_memory_bytes,
     layers [{name, error, relative_error, time_s}],
     latticeq_version, created
 
-The unquantized baseline is recorded with ``method = "none"``, ``bits = None`` and no layers.
+``mse`` marks grids whose ranges came from the MSE clipping search (records written before
+the key existed read as ``False``). The unquantized baseline is recorded with ``method = "none"``, ``bits = None`` and no layers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 __all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "markdown_table", "plot_records"]
 
 RECORD_KEYS = (
-    "model", "method", "bits", "group_size", "sym", "act_order", "calibration", "seed",
+    "model", "method", "bits", "group_size", "sym", "mse", "act_order", "calibration", "seed",
     "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "layers",
     "latticeq_version", "created",
 )
@@ -46,6 +47,7 @@ def make_record(
     quant_time_s: float | None,
     peak_memory_bytes: int | None,
     layers: list,
+    mse: bool = False,
 ) -> dict:
     """A run record with exactly :data:`RECORD_KEYS` (validated)."""
     from latticeq import __version__
@@ -61,7 +63,7 @@ def make_record(
         perplexity = None if math.isnan(perplexity) else float("inf")
     return {
         "model": str(model), "method": str(method), "bits": bits, "group_size": group_size,
-        "sym": bool(sym), "act_order": bool(act_order), "calibration": calibration,
+        "sym": bool(sym), "mse": bool(mse), "act_order": bool(act_order), "calibration": calibration,
         "seed": seed, "perplexity": perplexity, "eval": eval,
         "wall_time_s": float(wall_time_s),
         "quant_time_s": None if quant_time_s is None else float(quant_time_s),
@@ -119,6 +121,8 @@ def _method_label(rec: dict) -> str:
     m = rec["method"]
     if rec.get("act_order") and m not in ("rtn", "none", "minpivot"):
         m += " act-order"
+    if rec.get("mse"):
+        m += ", mse grid"
     return m
 
 
@@ -129,7 +133,7 @@ def _gs(rec) -> str:
 def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: dict | None = None) -> str:
     """Markdown table: one row per record, sorted by bits (desc), grouping, perplexity.
 
-    The ``vs GPTQ`` column is the perplexity ratio to the GPTQ (act-order if present) run of the
+    The ``vs GPTQ`` column is the perplexity ratio to the GPTQ (act-order if present, min–max grid) run of the
     same model, bits, grouping, calibration size and evaluation windows in the same set of records
     (like is compared with like only). ``extra`` adds columns:
     ``{header: {record["_path"]: cell}}``.
@@ -146,7 +150,7 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: di
 
     base = {}
     for r in records:
-        if r["method"] == baseline_method and r["perplexity"] is not None:
+        if r["method"] == baseline_method and r["perplexity"] is not None and not r.get("mse"):
             k = setting(r)
             if k not in base or r.get("act_order"):
                 base[k] = r["perplexity"]

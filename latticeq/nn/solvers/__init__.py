@@ -1,6 +1,7 @@
 """Layer solvers behind one interface: ``solve(problem, grid, method, ...)``.
 
-Methods (any of them may take the suffix ``+refine`` for ±1 local refinement):
+Methods (any of them may take the suffix ``+refine`` for ±1 local refinement, and then
+``+refit`` for alternating H-weighted grid fitting and re-decoding, :mod:`.refit`):
 
 ``rtn``       round to nearest on the grid (no error feedback).
 ``gptq``      GPTQ as published (blocks of 128, lazy batch updates, act-order, groups).
@@ -26,12 +27,27 @@ from latticeq.nn.grid import Grid
 from latticeq.nn.layer import LayerProblem
 from latticeq.nn.solvers._base import Solution, assemble, min_pivot_order, prepare
 
-__all__ = ["METHODS", "Solution", "solve", "min_pivot_order"]
+__all__ = ["METHODS", "SUFFIXES", "Solution", "solve", "parse_method", "min_pivot_order"]
 
 METHODS: tuple[str, ...] = ("rtn", "gptq", "babai", "minpivot", "lll", "block", "kbest")
 
+#: allowed suffix chains after the base method
+SUFFIXES: tuple[tuple[str, ...], ...] = ((), ("refine",), ("refit",), ("refine", "refit"))
+METHODS_HELP = ", ".join(METHODS) + "; each optionally followed by +refine, +refit or +refine+refit"
+
+
+def parse_method(method) -> tuple[str, tuple[str, ...]]:
+    """``"gptq+refine+refit"`` → ``("gptq", ("refine", "refit"))``; ValueError naming the problem."""
+    if not isinstance(method, str):
+        raise ValueError(f"method must be a string: {METHODS_HELP}")
+    base, *suffixes = method.split("+")
+    if base not in METHODS or tuple(suffixes) not in SUFFIXES:
+        raise ValueError(f"unknown method {method!r}; allowed: {METHODS_HELP}")
+    return base, tuple(suffixes)
+
+
 _OPTIONS = {
-    "blocksize", "trace", "trace_rows", "block", "max_nodes", "k", "beta", "refine_passes", "refine_block", "dtype", "delta", "reduction_cache",
+    "blocksize", "trace", "trace_rows", "block", "max_nodes", "k", "beta", "refine_passes", "refine_block", "refit_iters", "dtype", "delta", "reduction_cache",
 }
 
 
@@ -57,7 +73,7 @@ def solve(
     problem : LayerProblem
     grid : Grid
     method : str
-        One of :data:`METHODS`, optionally with ``+refine``.
+        One of :data:`METHODS`, optionally followed by ``+refine``, ``+refit`` or ``+refine+refit``.
     act_order : bool
         Process columns by descending ``diag H`` (ignored by ``minpivot`` and ``rtn``).
     percdamp : float
@@ -72,17 +88,13 @@ def solve(
         for ``kbest`` (Klein-style randomized rounding ``P(v) ∝ exp(−β (c − v)²)`` between
         ⌊c⌋ and ⌈c⌉, c the GPTQ/Babai centre in code units); ``delta`` (0.99) and ``reduction_cache`` (a dict you own, reused across grids) for ``lll``;
         ``refine_passes`` (20) and ``refine_block`` (0 = ±1 moves only; b > 1 adds exact block
-        coordinate descent over b columns) for ``+refine``; ``dtype`` (float64 on CPU, float32 on CUDA).
+        coordinate descent over b columns) for ``+refine``; ``refit_iters`` (4) for ``+refit``; ``dtype`` (float64 on CPU, float32 on CUDA).
 
     Returns
     -------
     Solution
     """
-    if not isinstance(method, str):
-        raise ValueError(f"method must be a string, one of {METHODS} (optionally + '+refine')")
-    base_method, plus, suffix = method.partition("+")
-    if base_method not in METHODS or (plus and suffix != "refine"):
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}, each optionally with '+refine'")
+    base_method, suffixes = parse_method(method)
     unknown = set(options) - _OPTIONS
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; allowed: {sorted(_OPTIONS)}")
@@ -99,6 +111,39 @@ def solve(
     trace = bool(options.get("trace", False))
     trace_rows = options.get("trace_rows", (0,))
 
+    Vp, S, Z = _decode(base_method, problem, grid, prep, options, stats, seed=seed, blocksize=blocksize,
+                       trace=trace, trace_rows=trace_rows)
+    stats["solve_seconds"] = time.perf_counter() - t0
+    sol = assemble(problem, prep, Vp, S, Z, base_method + (" act-order" if order == "act" else ""), stats)
+    sol.method = base_method
+    polish = None
+    if "refine" in suffixes:
+        from latticeq.nn.solvers.refine import refine
+
+        def polish(s: Solution) -> Solution:
+            return refine(problem, s, grid.maxq, max_passes=int(options.get("refine_passes", 20)),
+                          block=int(options.get("refine_block", 0)), max_nodes=int(options.get("max_nodes", 2000)))
+
+        sol = polish(sol)
+    if "refit" in suffixes:
+        from latticeq.nn.solvers.refit import refit
+
+        def decode(p):
+            return _decode(base_method, problem, grid, p, options, {}, seed=seed + 1, blocksize=blocksize)
+
+        def reassemble(p, Vp, S, Z):
+            s = assemble(problem, p, Vp, S, Z, sol.method, {})
+            s.method = base_method
+            return s
+
+        sol = refit(problem, sol, prep, decode, reassemble, polish, grid.maxq, sym=grid.sym,
+                    iters=int(options.get("refit_iters", 4)))
+    sol.stats["seconds"] = time.perf_counter() - t0
+    return sol
+
+
+def _decode(base_method, problem, grid, prep, options, stats, *, seed, blocksize, trace=False, trace_rows=(0,)):
+    """Codes (processing order) and per-column scales/zeros of ``base_method`` on ``prep``."""
     from latticeq.nn.solvers import babai as _babai
     from latticeq.nn.solvers import gptq as _gptq
 
@@ -173,13 +218,4 @@ def solve(
     else:  # pragma: no cover - guarded above
         raise AssertionError(base_method)
 
-    stats["solve_seconds"] = time.perf_counter() - t0
-    sol = assemble(problem, prep, Vp, S, Z, base_method + (" act-order" if order == "act" else ""), stats)
-    sol.method = base_method
-    if suffix == "refine":
-        from latticeq.nn.solvers.refine import refine
-
-        sol = refine(problem, sol, grid.maxq, max_passes=int(options.get("refine_passes", 20)),
-                     block=int(options.get("refine_block", 0)), max_nodes=int(options.get("max_nodes", 2000)))
-    sol.stats["seconds"] = time.perf_counter() - t0
-    return sol
+    return Vp, S, Z

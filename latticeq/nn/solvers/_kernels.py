@@ -59,17 +59,21 @@ def gptq_segment(W1, R1, S, Z, maxq, a, b, Q1, E1, U, kappa):
 
 
 @njit(cache=True, parallel=True)
-def nearest_plane(X, B, S, Z, maxq, a, b, V):
+def nearest_plane(W, D, B, S, Z, maxq, a, b, V):
     """Babai's nearest-plane levels ``a..b-1`` on the upper-triangular basis ``s_k B_k``.
 
-    ``X`` (m, n): residual target in lattice coordinates ``x = w B − Σ_{decided} q_j B_j``
-    (weight units), updated in place. Level k: centre ``c = x_k / B_kk``, index
-    ``v = clamp(round(c/s_k) + z_k, 0, maxq)``, ``x −= s_k (v − z_k) B_k``.
+    The residual target ``x = w B − Σ_{decided} q_j B_j`` is kept as ``x = D + Σ_{undecided}
+    w_j B_j`` with ``D = Σ_{decided} (w_j − q_j) B_j`` (weight units, updated in place); since
+    ``B`` is upper triangular its coordinate k at level k is ``x_k = D_k + w_k B_kk``. Level k:
+    centre ``c = x_k / B_kk = w_k + D_k / B_kk``, index ``v = clamp(round(c/s_k) + z_k, 0,
+    maxq)``, ``D += (w_k − s_k (v − z_k)) B_k``. (Writing the centre as ``w_k`` plus a
+    correction keeps it exactly ``w_k`` while no earlier decision has touched it, so exact ties
+    of weights already on a grid break as in GPTQ.)
     """
-    m, n = X.shape
+    m, n = W.shape
     for r in prange(m):
         for k in range(a, b):
-            c = X[r, k] / B[k, k]
+            c = W[r, k] + D[r, k] / B[k, k]
             s = S[r, k]
             z = Z[r, k]
             v = np.rint(c / s) + z
@@ -78,9 +82,10 @@ def nearest_plane(X, B, S, Z, maxq, a, b, V):
             elif v > maxq:
                 v = maxq
             V[r, k] = v
-            q = s * (v - z)
-            for j in range(k, n):
-                X[r, j] -= q * B[k, j]
+            e = W[r, k] - s * (v - z)
+            if e != 0.0:
+                for j in range(k, n):
+                    D[r, j] += e * B[k, j]
 
 
 @njit(cache=True)

@@ -19,7 +19,9 @@ Unclipped, the error of each row obeys Babai's bound
 
 Dynamic groups: at a group boundary k the error-updated weights are the coordinates of the
 residual in the remaining basis, ``w' = x[k:] B[k:, k:]⁻¹ = x[k:] R[k:, k:]``; the group's grid
-parameters are computed from them, exactly as GPTQ computes them from its updated weights.
+parameters are computed from them, exactly as GPTQ computes them from its updated weights
+(computed as ``w + D R`` with ``D`` the decided part of the residual, so that it is exactly
+``w`` where no decision has reached; see :func:`latticeq.nn.solvers._kernels.nearest_plane`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def nearest_plane_codes(prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, tor
     m, n = W.shape
     S = prep.S.clone()
     Z = prep.Z.clone()
-    X = (W @ B).contiguous()
+    D = torch.zeros_like(W)  # Σ_decided (w_j − q_j) B_j; residual x = D + Σ_undecided w_j B_j
     V = torch.zeros_like(W)
     maxq = float(grid.maxq)
     g = grid.group_size
@@ -56,20 +58,23 @@ def nearest_plane_codes(prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, tor
     cpu = W.device.type == "cpu"
     for a, b in zip(starts, ends):
         if prep.dynamic:
-            wprime = X[:, a:] @ prep.R[a:, a:b]
+            # coordinates of the residual in the remaining basis: w' = x[a:] R[a:, a:b]
+            # = w[a:b] + D[a:] R[a:, a:b] (exactly w before any decision touches the group)
+            wprime = W[:, a:b] + D[:, a:] @ prep.R[a:, a:b]
             s, z = grid.find_params(wprime)
             S[:, a:b] = s[:, None]
             Z[:, a:b] = z[:, None]
         if cpu:
             from latticeq.nn.solvers._kernels import nearest_plane
 
-            nearest_plane(X.numpy(), B.numpy(), S.numpy(), Z.numpy(), maxq, a, b, V.numpy())
+            nearest_plane(W.contiguous().numpy(), D.numpy(), B.numpy(), S.numpy(), Z.numpy(), maxq, a, b, V.numpy())
         else:
             for k in range(a, b):
-                c = X[:, k] / B[k, k]
+                c = W[:, k] + D[:, k] / B[k, k]
                 v = torch.clamp(torch.round(c / S[:, k]) + Z[:, k], 0, maxq)
                 V[:, k] = v
-                X[:, k:] -= (S[:, k] * (v - Z[:, k]))[:, None] * B[k, k:][None, :]
+                D[:, k:] += (W[:, k] - S[:, k] * (v - Z[:, k]))[:, None] * B[k, k:][None, :]
+    X = D
     stats = {"lattice_distance2": (X * X).sum(dim=1).cpu(), "B": B}
     return V, S, Z, stats
 
@@ -102,12 +107,15 @@ def babai_trace(prep: Prepared, B: torch.Tensor, S: torch.Tensor, Z: torch.Tenso
     for t, r in enumerate(rows):
         x = Wp[r] @ Bn
         target[t] = x
+        D = np.zeros(n)  # decided part of the residual, as in the kernel
         for k in range(n):
             before[t, k] = x
-            c = x[k] / Bn[k, k] / Sn[r, k] + Zn[r, k]
+            c = (Wp[r, k] + D[k] / Bn[k, k]) / Sn[r, k] + Zn[r, k]
             v = min(max(np.rint(c - Zn[r, k]) + Zn[r, k], 0), maxq)
             center[t, k] = c
             index[t, k] = v
-            x = x - Sn[r, k] * (v - Zn[r, k]) * Bn[k]
+            q = Sn[r, k] * (v - Zn[r, k])
+            x = x - q * Bn[k]
+            D += (Wp[r, k] - q) * Bn[k]
             after[t, k] = x
     return {"rows": rows, "target": target, "before": before, "center": center, "index": index, "residual": after, "perm": prep.perm.cpu().numpy()}
