@@ -115,9 +115,10 @@ def refit(problem: LayerProblem, sol: Solution, prep: Prepared, decode: Callable
         s, z = fit_grid(problem, best.codes, best.g_idx, best.zeros, maxq, fit_zero=not sym)
         s = s.to(best.scales.device)
         z = z.to(best.zeros.device)
-        bad = ~(torch.isfinite(s) & (s > 0)).all(dim=1)
-        s = torch.where(bad[:, None], best.scales.to(s.dtype), s)
-        z = torch.where(bad[:, None], best.zeros.to(z.dtype), z)
+        # degenerate groups (e.g. every code equal to the zero point) keep their parameters
+        ok = torch.isfinite(s) & (s > 0)
+        s = torch.where(ok, s, best.scales.to(s.dtype))
+        z = torch.where(ok, z, best.zeros.to(z.dtype))
         Sc = s[:, gl][:, perm].to(prep.W).contiguous()
         Zc = z[:, gl][:, perm].to(prep.W).contiguous()
         fixed = dataclasses.replace(prep, S=Sc, Z=Zc, dynamic=False)
