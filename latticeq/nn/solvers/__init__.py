@@ -114,7 +114,9 @@ def solve(
     Vp, S, Z = _decode(base_method, problem, grid, prep, options, stats, seed=seed, blocksize=blocksize,
                        trace=trace, trace_rows=trace_rows)
     stats["solve_seconds"] = time.perf_counter() - t0
-    sol = assemble(problem, prep, Vp, S, Z, base_method + (" act-order" if order == "act" else ""), stats)
+    damped_rows = stats.pop("damped_rows", None)
+    sol = assemble(problem, prep, Vp, S, Z, base_method + (" act-order" if order == "act" else ""), stats,
+                   damped_rows=damped_rows)
     sol.method = base_method
     polish = None
     if "refine" in suffixes:

@@ -61,7 +61,7 @@ def error_feedback(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """GPTQ's recursion with a per-column (``rule="round"``/``"klein"``) or per-block
     (``rule="block"``) decision. Returns codes, per-column scales and zeros (processing
-    order) and stats. ``prep.S``/``prep.Z`` are not modified."""
+    order) and stats (``damped_rows``: each row's damped objective). ``prep.S``/``prep.Z`` are not modified."""
     grid = prep.grid
     W = prep.W.clone()
     R = prep.R
@@ -80,6 +80,7 @@ def error_feedback(
     stats: dict = {"blocksize": bsz}
     nodes = np.zeros(m, dtype=np.int64)
     exact = np.ones(m, dtype=np.bool_)
+    damped = torch.zeros(m, dtype=W.dtype, device=W.device)
     t0 = time.perf_counter()
     for i1 in range(0, n, bsz):
         i2 = min(i1 + bsz, n)
@@ -121,8 +122,12 @@ def error_feedback(
             else:
                 raise ValueError(f"unknown rule {rule!r}")
         Q[:, i1:i2] = Q1
+        damped += (E1 * E1).sum(dim=1)
         W[:, i2:] -= E1 @ R[i1:i2, i2:]
     stats["loop_seconds"] = time.perf_counter() - t0
+    # Σ_k e_k² per row is the damped objective (w − q)(H + λI)(w − q)ᵀ, for any decisions (the
+    # recursion is an LDLᵀ of the quadratic form); assemble() uses it to skip a matrix product
+    stats["damped_rows"] = damped
     if rule == "block":
         stats["nodes_mean_per_row"] = float(nodes.mean())
         stats["rows_exact"] = float(exact.mean())
