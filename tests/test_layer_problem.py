@@ -42,6 +42,21 @@ def test_grid_quantize_clamps_and_mse_helps():
     assert err[1] < 0.9 * err[0]
 
 
+@pytest.mark.parametrize("bits,sym", [(2, False), (3, False), (4, True)])
+def test_grid_mse_compiled_search_matches_the_reference_loop(bits, sym):
+    torch.manual_seed(bits)
+    x = torch.randn(60, 200, dtype=torch.float64) ** 3
+    x[0] = 0  # all-zero row
+    x[1] = x[1].abs()  # no negative weights
+    g = Grid(bits=bits, sym=sym, mse=True)
+    s, z = g.find_params(x)  # compiled (CPU float64)
+    zt = torch.zeros(60, dtype=torch.float64)
+    xmin, xmax = torch.minimum(x.min(1).values, zt), torch.maximum(x.max(1).values, zt)
+    s0, z0 = g._minmax_params(xmin, xmax)
+    sr, zr = g._mse_search_torch(x, xmin, xmax, s0, z0)
+    assert torch.allclose(s, sr, rtol=1e-12) and torch.equal(z, zr)
+
+
 def test_grid_static_params_groups():
     W = torch.arange(24, dtype=torch.float64).reshape(2, 12)
     s, z = Grid(bits=4, group_size=4).static_params(W)

@@ -1,4 +1,4 @@
-"""Solvers: GPTQ against a literal transcription of the reference implementation, GPTQ ≡ Babai
+"""Solvers: GPTQ against the transcription of the reference implementation (latticeq.nn.solvers.reference), GPTQ ≡ Babai
 code for code, Babai's bound, brute force for block-exact, refinement, list decoding, LLL."""
 
 import itertools
@@ -10,6 +10,7 @@ import torch
 from latticeq.nn.grid import Grid
 from latticeq.nn.layer import LayerProblem
 from latticeq.nn.solvers import METHODS, solve
+from latticeq.nn.solvers.reference import reference_gptq
 
 
 def _problem(m=24, n=64, seed=0, dead=()):
@@ -25,81 +26,14 @@ def _problem(m=24, n=64, seed=0, dead=()):
     return LayerProblem(W, H)
 
 
-def _reference_gptq(W, H, grid, blocksize=128, percdamp=0.01, actorder=False):
-    """IST-DASLab/gptq ``GPTQ.fasterquant`` + ``Quantizer``, transcribed (float64)."""
-    W = W.clone()
-    H = H.clone()
-    columns = W.shape[1]
-    groupsize = grid.group_size or -1
-    maxq = grid.maxq
-
-    def find(x):
-        return grid.find_params(x)
-
-    def quantize(x, scale, zero):
-        q = torch.clamp(torch.round(x / scale) + zero, 0, maxq)
-        return scale * (q - zero), q
-
-    scale, zero = find(W)
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    if grid.static_groups and groupsize != -1:
-        groups = [find(W[:, i : i + groupsize]) for i in range(0, columns, groupsize)]
-    if actorder:
-        perm = torch.argsort(torch.diag(H), descending=True, stable=True)
-        W = W[:, perm]
-        H = H[perm][:, perm]
-        invperm = torch.argsort(perm)
-    Q = torch.zeros_like(W)
-    codes = torch.zeros_like(W)
-    damp = percdamp * torch.mean(torch.diag(H))
-    H[range(columns), range(columns)] += damp
-    H = torch.linalg.cholesky(H)
-    H = torch.cholesky_inverse(H)
-    H = torch.linalg.cholesky(H, upper=True)
-    Hinv = H
-    for i1 in range(0, columns, blocksize):
-        i2 = min(i1 + blocksize, columns)
-        count = i2 - i1
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        C1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(count):
-            w = W1[:, i]
-            d = Hinv1[i, i]
-            if groupsize != -1:
-                if not grid.static_groups:
-                    if (i1 + i) % groupsize == 0:
-                        scale, zero = find(W[:, (i1 + i) : (i1 + i + groupsize)])
-                else:
-                    idx = i1 + i
-                    if actorder:
-                        idx = perm[idx]
-                    scale, zero = groups[idx // groupsize]
-            q, c = quantize(w, scale, zero)
-            Q1[:, i] = q
-            C1[:, i] = c
-            err1 = (w - q) / d
-            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
-            Err1[:, i] = err1
-        Q[:, i1:i2] = Q1
-        codes[:, i1:i2] = C1
-        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-    if actorder:
-        Q = Q[:, invperm]
-        codes = codes[:, invperm]
-    return Q, codes
-
-
 # group size == blocksize keeps the reference's group refresh on fully updated weights
 @pytest.mark.parametrize("grid", [Grid(3), Grid(2), Grid(4, group_size=16), Grid(3, group_size=16, static_groups=True), Grid(3, sym=True), Grid(2, mse=True)])
 @pytest.mark.parametrize("act_order", [False, True])
 def test_gptq_matches_reference_implementation(grid, act_order):
     P = _problem(dead=(5,))
-    Qref, cref = _reference_gptq(P.W, P.H, grid, blocksize=16, actorder=act_order)
+    Qref, cref = reference_gptq(P.W, P.H, bits=grid.bits, groupsize=grid.group_size or -1, sym=grid.sym,
+                                actorder=act_order, static_groups=grid.static_groups, blocksize=16,
+                                dtype=torch.float64, find_params=grid.find_params if grid.mse else None)
     sol = solve(P, grid, "gptq", act_order=act_order, blocksize=16)
     assert torch.equal(sol.codes.to(torch.float64), cref)
     assert torch.allclose(sol.dequant.to(torch.float64), Qref, atol=1e-6)

@@ -118,16 +118,32 @@ class Grid:
         xmax = torch.maximum(x.max(dim=1).values, zero_t)
         scale, zero = self._minmax_params(xmin, xmax)
         if self.mse:
-            best = torch.full_like(scale, float("inf"))
-            for i in range(int(self._mse_maxshrink * self._mse_grid)):
-                p = 1 - i / self._mse_grid
-                s1, z1 = self._minmax_params(p * xmin, p * xmax)
-                q = self.dequantize(self.quantize(x, s1[:, None], z1[:, None]), s1[:, None], z1[:, None])
-                err = (q - x).abs().pow(self._mse_norm).sum(dim=1)
-                better = err < best
-                best = torch.where(better, err, best)
-                scale = torch.where(better, s1, scale)
-                zero = torch.where(better, z1, zero)
+            if x.device.type == "cpu" and x.dtype == torch.float64:
+                # fused compiled search (same arithmetic, no 80 passes over memory)
+                import numpy as np
+
+                from latticeq.nn.solvers._kernels import mse_shrink_search
+
+                scale = scale.clone()
+                zero = zero.clone()
+                mse_shrink_search(np.ascontiguousarray(x.numpy()), xmin.numpy(), xmax.numpy(), float(self.maxq), self.sym,
+                                  int(self._mse_maxshrink * self._mse_grid), float(self._mse_norm), scale.numpy(), zero.numpy())
+                return scale, zero
+            scale, zero = self._mse_search_torch(x, xmin, xmax, scale, zero)
+        return scale, zero
+
+    def _mse_search_torch(self, x, xmin, xmax, scale, zero):
+        """The clipping search as the reference writes it (one pass per shrink factor)."""
+        best = torch.full_like(scale, float("inf"))
+        for i in range(int(self._mse_maxshrink * self._mse_grid)):
+            p = 1 - i / self._mse_grid
+            s1, z1 = self._minmax_params(p * xmin, p * xmax)
+            q = self.dequantize(self.quantize(x, s1[:, None], z1[:, None]), s1[:, None], z1[:, None])
+            err = (q - x).abs().pow(self._mse_norm).sum(dim=1)
+            better = err < best
+            best = torch.where(better, err, best)
+            scale = torch.where(better, s1, scale)
+            zero = torch.where(better, z1, zero)
         return scale, zero
 
     def quantize(self, x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
