@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     ap.add_argument("--skip-lll-above", type=int, default=10**9, help="skip LLL for n above this")
     ap.add_argument("--no-speed", action="store_true", help="skip the GPTQ speed comparison")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (numba: NUMBA_NUM_THREADS)")
     ap.add_argument("--table-only", action="store_true", help="no solving: table from the checkpoint (+ speed)")
     args = ap.parse_args()
 
@@ -120,7 +121,7 @@ def main() -> None:
     results = json.loads(ck.read_text()) if ck.exists() else {}
     layers = list(load_layers(folder, names))
     manifest = json.loads((folder / "manifest.json").read_text())
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(1, args.threads))
     from rich.progress import Progress
 
     # configurations in priority order (the targets first), then layers

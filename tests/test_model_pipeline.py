@@ -71,7 +71,8 @@ def _naive_sequential(model, windows, grid, method, act_order, batch_size):
     return codes
 
 
-@pytest.mark.parametrize("method, group_size, act", [("gptq", 32, True), ("rtn", None, False), ("block", None, True)])
+@pytest.mark.parametrize("method, group_size, act", [("gptq", 32, True), ("rtn", None, False), ("block", None, True),
+                                                     ("gptq+refine+refit", 32, True)])
 def test_pipeline_equals_naive_true_sequential(method, group_size, act):
     w = _windows(8, 24)
     grid = Grid(3, group_size=group_size)
@@ -210,6 +211,25 @@ def test_cli_quantize_eval_report(tiny_folder, tmp_path):
     assert r4.exit_code == 0, r4.output
     assert "gptq act-order" in (tmp_path / "t.md").read_text() and (tmp_path / "p.png").stat().st_size > 0
     assert "gptq" in (tmp_path / "r.html").read_text()
+
+
+def test_cli_quantize_mse_refit_round_trip(tiny_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from latticeq.cli import main
+
+    d = tiny_folder
+    out = tmp_path / "q"
+    runner = CliRunner()
+    r = runner.invoke(main, ["quantize", str(d / "model"), "--bits", "3", "--mse", "--act-order",
+                             "--method", "gptq+refine+refit", "--calib", str(d / "calib.txt"), "--nsamples", "6",
+                             "--seqlen", "32", "--eval", str(d / "eval.txt"), "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "latticeq_record.json").read_text())
+    assert rec["mse"] is True and rec["method"] == "gptq+refine+refit"
+    r2 = runner.invoke(main, ["eval", str(out), "--text", str(d / "eval.txt"), "--seqlen", "32", "--no-progress"])
+    assert r2.exit_code == 0, r2.output
+    assert f"perplexity {rec['perplexity']:.4f}" in r2.output
 
 
 @pytest.mark.parametrize("args, match", [
