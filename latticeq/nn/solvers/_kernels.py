@@ -343,8 +343,9 @@ def mse_shrink_search(X, xmin, xmax, maxq, sym, steps, norm, scale, zero):
 
     For ``p = 1 − i/100`` (``i < steps``) the range ``[p·xmin, p·xmax]`` gives a min–max grid;
     the row keeps the first ``p`` with the smallest ``Σ_j |x_j − Q(x_j)|^norm``. ``scale``/``zero``
-    hold the ``p = 1`` parameters on entry and the chosen ones on return. The powers are taken in
-    float32 (``powf``, the search's cost) and summed in float64.
+    hold the ``p = 1`` parameters on entry and the chosen ones on return. Everything is float64
+    as in the reference (weights of an already-quantized model put many ``x/s`` exactly on
+    rounding ties, so the division must be exact) except the powers, taken in float32.
     """
     m, k = X.shape
     nf = np.float32(norm)
@@ -369,8 +370,9 @@ def mse_shrink_search(X, xmin, xmax, maxq, sym, steps, norm, scale, zero):
                     q = 0.0
                 elif q > maxq:
                     q = maxq
-                d = np.float32(abs(s * (q - z) - X[r, j]))
-                err += d**nf
+                d = abs(s * (q - z) - X[r, j])
+                if d > 0.0:
+                    err += np.float32(d) ** nf
             if err < best:
                 best = err
                 scale[r] = s
