@@ -125,9 +125,21 @@ def main(argv=None) -> None:
 
     recs = [r for r in read_records(sorted(RESULTS.glob("smollm2-*.json"))) if r["model"] == "smollm2"]
     cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
-    table = markdown_table(recs, extra={"CPU time (s)": {r["_path"]: (f"{cpu[Path(r['_path']).name]:.0f}"
-                                                               if Path(r["_path"]).name in cpu else "—")
-                                                         for r in recs}})
+
+    def table_of(rs):
+        return markdown_table(rs, extra={"CPU time (s)": {r["_path"]: (f"{cpu[Path(r['_path']).name]:.0f}"
+                                                                     if Path(r["_path"]).name in cpu else "—")
+                                                           for r in rs}})
+
+    def ncal(r):
+        return (r.get("calibration") or {}).get("nsamples")
+
+    main_recs = [r for r in recs if ncal(r) in (None, args.nsamples)]
+    other = [r for r in recs if ncal(r) not in (None, args.nsamples)]
+    table = table_of(main_recs)
+    if other:
+        table += (f"\n## Earlier runs with other calibration sizes\n\nEach compared with GPTQ at the same calibration "
+                  f"size; the float baseline is the row above.\n\n" + table_of(other))
     md = ROOT / "benchmarks" / "models.md"
     header = (
         "# SmolLM2-135M-Instruct: whole-model quantization (benchmarks/models.py)\n\n"

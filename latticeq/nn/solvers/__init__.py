@@ -131,10 +131,12 @@ def solve(
         from latticeq.nn.solvers.refit import refit
 
         def decode(p):
-            return _decode(base_method, problem, grid, p, options, {}, seed=seed + 1, blocksize=blocksize)
+            st: dict = {}
+            Vp, S, Z = _decode(base_method, problem, grid, p, options, st, seed=seed + 1, blocksize=blocksize)
+            return Vp, S, Z, st
 
-        def reassemble(p, Vp, S, Z):
-            s = assemble(problem, p, Vp, S, Z, sol.method, {})
+        def reassemble(p, Vp, S, Z, st):
+            s = assemble(problem, p, Vp, S, Z, sol.method, {}, damped_rows=st.get("damped_rows"))
             s.method = base_method
             return s
 

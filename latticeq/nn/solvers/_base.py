@@ -37,6 +37,7 @@ class Solution:
     relative_error : float, error / ``tr(W H Wᵀ)``.
     method : str
     stats : dict of solver-specific data (times, damping, bounds, traces).
+    row_errors : (m,) float64 tensor of the rows' objectives, when the solver computed them.
     """
 
     codes: torch.Tensor
@@ -49,6 +50,7 @@ class Solution:
     relative_error: float
     method: str
     stats: dict = field(default_factory=dict)
+    row_errors: torch.Tensor | None = None
 
 
 @dataclass
@@ -185,9 +187,10 @@ def assemble(problem: LayerProblem, prep: Prepared, codes_p: torch.Tensor, S: to
     deq64 = scales[:, gl] * (codes.to(scales.dtype) - zeros[:, gl])
     if damped_rows is not None:
         Ep = prep.W - S * (codes_p.to(S.dtype) - Z)  # processing order, dead columns zeroed
-        err = float((damped_rows.to(torch.float64) - prep.lam * (Ep.to(torch.float64) ** 2).sum(dim=1)).sum())
+        rows = damped_rows.to(torch.float64) - prep.lam * (Ep.to(torch.float64) ** 2).sum(dim=1)
     else:
-        err = problem.objective(deq64)
+        rows = problem.row_objective(deq64)
+    err = float(rows.sum())
     base = problem.baseline()
     return Solution(
         codes=codes.to(torch.int32),
@@ -200,6 +203,7 @@ def assemble(problem: LayerProblem, prep: Prepared, codes_p: torch.Tensor, S: to
         relative_error=err / base if base > 0 else 0.0,
         method=method,
         stats=stats,
+        row_errors=rows,
     )
 
 

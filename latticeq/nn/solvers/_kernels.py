@@ -167,33 +167,28 @@ def block_decode(W1, R1, Ginv, S, Z, maxq, i0, bs, max_nodes, Q1, E1, nodes_out,
 
 
 @njit(cache=True)
-def _row_gradient(E, H, r, g):
-    """g ← E[r] H (g zeroed by the caller) and return the row objective E[r] H E[r]ᵀ."""
-    n = E.shape[1]
-    for i in range(n):
-        ei = E[r, i]
-        if ei != 0.0:
-            for j in range(n):
-                g[j] += ei * H[i, j]
+def _row_dot(E, G, r):
+    """``E[r] · G[r]``: the row objective ``e H eᵀ`` when ``G = E H``."""
     f = 0.0
-    for j in range(n):
-        f += E[r, j] * g[j]
+    for j in range(E.shape[1]):
+        f += E[r, j] * G[r, j]
     return f
 
 
 @njit(cache=True, parallel=True)
-def refine_rows(E, V, S, H, maxq, max_passes, moves, passes):
+def refine_rows(E, V, S, H, G, maxq, max_passes, moves, passes, fout):
     """±1 coordinate descent on codes with exact objective updates.
 
     Row objective ``f = e H eᵀ`` with ``e = w − q``. Changing code j by ±1 moves
     ``q_j`` by ``δ = ±s_j`` and changes f by ``Δ = −2δ g_j + δ² H_jj`` where ``g = e H``;
     accepted moves (Δ < 0) update ``e_j −= δ`` and ``g −= δ H_j``. Monotone; stops when a
-    full pass accepts nothing or after ``max_passes``.
+    full pass accepts nothing or after ``max_passes``. ``G = E H`` (computed by the caller with
+    BLAS) is updated in place as the gradient; ``fout[r]`` receives the final row objective.
     """
     m, n = E.shape
     for r in prange(m):
-        g = np.zeros(n)
-        f = _row_gradient(E, H, r, g)
+        g = G[r]
+        f = _row_dot(E, G, r)
         tol = 1e-13 * (abs(f) + 1e-300)
         npass = 0
         for p in range(max_passes):
@@ -230,6 +225,7 @@ def refine_rows(E, V, S, H, maxq, max_passes, moves, passes):
             if not improved:
                 break
         passes[r] = npass
+        fout[r] = f
 
 
 @njit(cache=True)
@@ -266,7 +262,7 @@ def pivoted_ldl_min(H):
 
 
 @njit(cache=True, parallel=True)
-def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passes, moves):
+def block_descent_rows(E, V, S, H, G, Lchol, starts, bs, maxq, max_nodes, max_passes, moves):
     """Block coordinate descent: each block of ``bs`` columns (starting at ``starts``) is
     re-decoded exactly with all other codes fixed, accepted only if the objective drops.
 
@@ -275,7 +271,8 @@ def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passe
     centre ``c = v + H_BB⁻¹ g_B / s`` (one scale per row inside a block). ``Lchol[b]`` is the
     lower Cholesky factor of ``H_BB`` (``L Lᵀ = H_BB``); the core's box-constrained
     Schnorr–Euchner search (``decode_one`` on target ``c L``, box ``[0, maxq]``) minimizes
-    ``‖(c − v') L‖²``. One decoder workspace per row.
+    ``‖(c − v') L‖²``. One decoder workspace per row. ``G = E H`` (from the caller) is updated
+    in place as the gradient.
     """
     m, n = E.shape
     nb = starts.shape[0]
@@ -285,8 +282,8 @@ def block_descent_rows(E, V, S, H, Lchol, starts, bs, maxq, max_nodes, max_passe
             inv_diag[b, i] = 1.0 / Lchol[b, i, i]
     lo, hi = _code_box(bs, maxq)
     for r in prange(m):
-        g = np.zeros(n)
-        f0 = _row_gradient(E, H, r, g)
+        g = G[r]
+        f0 = _row_dot(E, G, r)
         tol = 1e-13 * abs(f0)
         psum, dist, ctr, iw = make_workspace(bs)
         u = np.empty(bs)

@@ -54,11 +54,12 @@ def _group_products(U: torch.Tensor, H: torch.Tensor, cols: list[torch.Tensor]):
 
 
 def fit_grid(problem: LayerProblem, codes: torch.Tensor, g_idx: torch.Tensor, zeros: torch.Tensor,
-             maxq: int, *, fit_zero: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+             maxq: int, *, fit_zero: bool = True, WH: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """H-weighted least-squares scales (and integer zeros) of every row and group for fixed codes.
 
-    Returns ``(scales, zeros)`` of shape ``(m, G)`` (float64); entries that are not finite or not
-    positive mark rows the caller must not use.
+    ``WH`` may pass the product ``W H`` (float64) when it is reused. Returns ``(scales, zeros)``
+    of shape ``(m, G)`` (float64); entries that are not finite or not positive mark groups the
+    caller must not use.
     """
     H = problem.H.to(torch.float64)
     W = problem.W.to(dtype=torch.float64, device=H.device)
@@ -68,26 +69,32 @@ def fit_grid(problem: LayerProblem, codes: torch.Tensor, g_idx: torch.Tensor, ze
     cols = [torch.nonzero(gl == g).flatten() for g in range(G)]
     m = W.shape[0]
     Z = zeros.to(dtype=torch.float64, device=H.device).clone()
-    WH = W @ H
+    if WH is None:
+        WH = W @ H
     ridge = 1e-12 * float(torch.diagonal(H).mean()) + 1e-300
+    # Gram blocks of the row's design: V^gᵀ H V^h, V^gᵀ H 1^h, 1^gᵀ H 1^h (one product with H)
+    VV, V1, Mask = _group_products(V, H, cols)
+    One = Mask.T @ H @ Mask
+    WV = (WH * V) @ Mask  # V^gᵀ H w
+    W1 = WH @ Mask  # 1^gᵀ H w
     if fit_zero:
-        VV, V1, Mask = _group_products(V, H, cols)
-        One = Mask.T @ H @ Mask  # (G, G): 1^gᵀ H 1^h
         A = torch.zeros(m, 2 * G, 2 * G, dtype=torch.float64, device=H.device)
         A[:, :G, :G] = VV
         A[:, :G, G:] = V1
         A[:, G:, :G] = V1.transpose(1, 2)
         A[:, G:, G:] = One
-        rhs = torch.cat([(WH * V) @ Mask, WH @ Mask], dim=1)
+        rhs = torch.cat([WV, W1], dim=1)
         A = A + ridge * torch.eye(2 * G, dtype=A.dtype, device=A.device)
         x = torch.linalg.solve(A, rhs.unsqueeze(-1)).squeeze(-1)
         a, c = x[:, :G], x[:, G:]
         zc = -c / a
         ok = torch.isfinite(zc) & (a > 0)
         Z = torch.where(ok, torch.clamp(torch.round(zc), 0, maxq), Z)
-    U = V - Z[:, gl]
-    UU, _, Mask = _group_products(U, H, cols)
-    rhs = (WH * U) @ Mask
+    # with U^g = V^g − z_g 1^g: U^gᵀ H U^h = VV − z_h V1[g,h] − z_g V1[h,g] + z_g z_h One
+    zg = Z[:, :, None]
+    zh = Z[:, None, :]
+    UU = VV - zh * V1 - zg * V1.transpose(1, 2) + zg * zh * One
+    rhs = WV - Z * W1
     UU = UU + ridge * torch.eye(G, dtype=UU.dtype, device=UU.device)
     s = torch.linalg.solve(UU, rhs.unsqueeze(-1)).squeeze(-1)
     return s, Z
@@ -98,21 +105,24 @@ def refit(problem: LayerProblem, sol: Solution, prep: Prepared, decode: Callable
           *, sym: bool, iters: int = 4) -> Solution:
     """Alternate grid fitting and decoding (see the module docstring).
 
-    ``decode(prep)`` returns processing-order codes, scales and zeros on a fixed-grid ``prep``;
-    ``assemble(prep, Vp, S, Z)`` makes a :class:`Solution`; ``polish`` (e.g. ±1 refinement)
-    is applied to each new solution. Returns the row-wise best solution found.
+    ``decode(prep)`` returns processing-order codes, scales, zeros and stats on a fixed-grid
+    ``prep``; ``assemble(prep, Vp, S, Z, stats)`` makes a :class:`Solution`; ``polish`` (e.g. ±1
+    refinement) is applied to each new solution. Returns the row-wise best solution found.
     """
     if iters < 0:
         raise ValueError(f"refit_iters must be ≥ 0, got {iters}")
     t0 = time.perf_counter()
     best = sol
-    best_rows = row_objectives(problem, _dequant64(best))
+    best_rows = _rows(problem, best)
     history = [float(best_rows.sum())]
     perm = prep.perm
     gl = best.g_idx.long()
+    WH = None
     rows_improved = 0
     for _ in range(iters):
-        s, z = fit_grid(problem, best.codes, best.g_idx, best.zeros, maxq, fit_zero=not sym)
+        if WH is None:
+            WH = problem.W.to(torch.float64) @ problem.H.to(torch.float64)
+        s, z = fit_grid(problem, best.codes, best.g_idx, best.zeros, maxq, fit_zero=not sym, WH=WH)
         s = s.to(best.scales.device)
         z = z.to(best.zeros.device)
         # degenerate groups (e.g. every code equal to the zero point) keep their parameters
@@ -122,17 +132,17 @@ def refit(problem: LayerProblem, sol: Solution, prep: Prepared, decode: Callable
         Sc = s[:, gl][:, perm].to(prep.W).contiguous()
         Zc = z[:, gl][:, perm].to(prep.W).contiguous()
         fixed = dataclasses.replace(prep, S=Sc, Z=Zc, dynamic=False)
-        Vp, S2, Z2 = decode(fixed)
-        new = assemble(fixed, Vp, S2, Z2)
+        Vp, S2, Z2, st = decode(fixed)
+        new = assemble(fixed, Vp, S2, Z2, st)
         if polish is not None:
             new = polish(new)
-        new_rows = row_objectives(problem, _dequant64(new))
+        new_rows = _rows(problem, new)
         better = new_rows < best_rows * (1 - 1e-12)
         if not bool(better.any()):
             break
         rows_improved += int(better.sum())
-        best = _merge(problem, best, new, better)
         best_rows = torch.where(better.to(best_rows.device), new_rows, best_rows)
+        best = _merge(problem, best, new, better, best_rows)
         history.append(float(best_rows.sum()))
     stats = dict(best.stats) if best is not sol else dict(sol.stats)
     stats["refit"] = {"iters": len(history) - 1, "objective_history": history, "rows_improved": rows_improved,
@@ -142,19 +152,27 @@ def refit(problem: LayerProblem, sol: Solution, prep: Prepared, decode: Callable
     return best
 
 
-def _merge(problem: LayerProblem, old: Solution, new: Solution, take_new: torch.Tensor) -> Solution:
-    """Row-wise combination of two solutions on the same column order and groups."""
+def _rows(problem: LayerProblem, sol: Solution) -> torch.Tensor:
+    """The solution's per-row objectives (computed by the solver where it did)."""
+    if sol.row_errors is not None:
+        return sol.row_errors.to(torch.float64)
+    return row_objectives(problem, _dequant64(sol))
+
+
+def _merge(problem: LayerProblem, old: Solution, new: Solution, take_new: torch.Tensor,
+           rows: torch.Tensor) -> Solution:
+    """Row-wise combination of two solutions on the same column order and groups; ``rows`` are
+    the merged rows' objectives."""
     t = take_new.to(old.codes.device)[:, None]
     codes = torch.where(t, new.codes, old.codes)
     scales = torch.where(t, new.scales, old.scales)
     zeros = torch.where(t, new.zeros, old.zeros)
-    merged = dataclasses.replace(old, codes=codes, scales=scales, zeros=zeros)
-    deq = _dequant64(merged)
-    err = problem.objective(deq)
+    dequant = torch.where(t, new.dequant, old.dequant)
+    err = float(rows.sum())
     base = problem.baseline()
     return Solution(codes=codes, scales=scales, zeros=zeros, g_idx=old.g_idx, perm=old.perm,
-                    dequant=deq.to(torch.float32), error=err, relative_error=err / base if base > 0 else 0.0,
-                    method=old.method, stats=dict(new.stats))
+                    dequant=dequant, error=err, relative_error=err / base if base > 0 else 0.0,
+                    method=old.method, stats=dict(new.stats), row_errors=rows.clone())
 
 
 def _dequant64(sol: Solution) -> torch.Tensor:
