@@ -48,6 +48,7 @@ METHODS = [
     ("gptq+refine+refit", "gptq+refine+refit", {}, False),
     ("gptq act-order (mse grid)", "gptq", {"mse": True}, False),
     ("mse grid: gptq+refine+refit", "gptq+refine+refit", {"mse": True}, False),
+    ("mse grid: gptq+refine+refit (1 iteration)", "gptq+refine+refit", {"mse": True, "refit_iters": 1}, False),
 ]
 _REDUCTIONS: dict = {}
 
@@ -86,6 +87,38 @@ def speed_table(layers, repeats: int = 5) -> list[str]:
               f"Relative error: reference {problem.relative_error(Qref.double()):.6f}, latticeq {ours.relative_error:.6f} "
               "(float32 vs float64 rounding may flip a few codes).", ""]
     return lines
+
+
+def time_table(layers, names=("b15.q", "b15.o", "b15.up", "b15.down"), repeats: int = 3) -> list[str]:
+    """Wall time of the best solvers ÷ GPTQ act-order, timed interleaved on the same layers (one
+    call of each per round, median per layer, summed), so that machine load hits all alike —
+    the per-method totals in the tables above were taken at different times on a shared machine."""
+    rows = [("gptq act-order", "gptq", {}, False), ("gptq act-order (mse grid)", "gptq", {}, True),
+            ("gptq+refine+refit", "gptq+refine+refit", {}, False),
+            ("mse grid: gptq+refine+refit", "gptq+refine+refit", {}, True),
+            ("mse grid: gptq+refine+refit (1 iteration)", "gptq+refine+refit", {"refit_iters": 1}, True)]
+    chosen = [l for l in layers if l[0] in names]
+    lines = [f"## Time ratios measured interleaved ({', '.join(l[0] for l in chosen)}; median of {repeats})", "",
+             "| grid | " + " | ".join(r[0] for r in rows) + " |", "|---|" + "---|" * len(rows)]
+    for bits, g in ((3, None), (2, None), (2, 128)):
+        tot = {r[0]: 0.0 for r in rows}
+        for name, W, H in chosen:
+            Wt, Ht = torch.from_numpy(W.astype(np.float64)), torch.from_numpy(H)
+            ts = {r[0]: [] for r in rows}
+            for rep in range(repeats + 1):
+                for label, method, o, mse in rows:
+                    grid = Grid(bits=bits, group_size=g, mse=mse)
+                    opt = QuantizeOptions(bits=bits, group_size=g, mse=mse, act_order=True, method=method, solver_options=o)
+                    t0 = time.perf_counter()
+                    solve_layer(Wt, Ht, grid, opt)
+                    if rep:  # the first round warms up
+                        ts[label].append(time.perf_counter() - t0)
+            for label in tot:
+                tot[label] += float(np.median(ts[label]))
+        base = tot["gptq act-order"]
+        lines.append(f"| {bits}-bit {'per-channel' if g is None else f'g{g}'} | "
+                     + " | ".join(f"{tot[r[0]]:.2f} s ({tot[r[0]] / base:.2f}×)" for r in rows) + " |")
+    return lines + [""]
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -181,7 +214,7 @@ def main() -> None:
                     results[key] = rec
                     _atomic_json(ck, results)
                     bar.advance(task)
-    extra = [] if args.no_speed else speed_table(layers)
+    extra = [] if args.no_speed else speed_table(layers) + time_table(layers)
     write_table(results, layers, bits_list, groups, methods, Path(args.out), extra, manifest)
 
 
