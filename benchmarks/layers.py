@@ -89,7 +89,7 @@ def speed_table(layers, repeats: int = 5) -> list[str]:
     return lines
 
 
-def time_table(layers, names=("b15.q", "b15.o", "b15.up", "b15.down"), repeats: int = 3) -> list[str]:
+def time_table(layers, names=("b15.q", "b15.o", "b15.up", "b15.down"), repeats: int = 2) -> list[str]:
     """Wall time of the best solvers ÷ GPTQ act-order, timed interleaved on the same layers (one
     call of each per round, median per layer, summed), so that machine load hits all alike —
     the per-method totals in the tables above were taken at different times on a shared machine."""
