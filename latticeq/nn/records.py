@@ -162,7 +162,8 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: di
     for r in sorted(records, key=key):
         ppl = "—" if r["perplexity"] is None else f"{r['perplexity']:.3f}"
         b = base.get(setting(r))
-        ratio = "—" if (b is None or r["perplexity"] is None) else f"{r['perplexity'] / b:.3f}"
+        x = None if (b is None or r["perplexity"] is None) else r["perplexity"] / b
+        ratio = "—" if x is None else (f"{x:.3f}" if x >= 0.01 else f"{x:.2e}")
         ev = r.get("eval") or {}
         ew = "—" if not ev else f"{ev.get('windows')} × {ev.get('seqlen')}"
         cal = r.get("calibration") or {}
