@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from latticeq import __version__
+from latticeq.io import atomic_write_json, atomic_write_text
 from latticeq.nn.grid import Grid
 from latticeq.nn.hessians import DEFAULT_DIR, load_layers
 from latticeq.nn.layer import LayerProblem
@@ -121,12 +122,6 @@ def time_table(layers, names=("b15.q", "b15.o", "b15.up", "b15.down"), repeats: 
     return lines + [""]
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", default=None, help="recorded Hessians (default: newest under ~/.cache/latticeq/hessians)")
@@ -212,7 +207,7 @@ def main() -> None:
                                                      QuantizeOptions(bits=bits, group_size=g, act_order=True))[1]
                         rec["mismatch"] = int((codes != gptq_codes).sum())
                     results[key] = rec
-                    _atomic_json(ck, results)
+                    atomic_write_json(ck, results, indent=None, end="")
                     bar.advance(task)
     extra = [] if args.no_speed else speed_table(layers) + time_table(layers)
     write_table(results, layers, bits_list, groups, methods, Path(args.out), extra, manifest)
@@ -278,9 +273,7 @@ def write_table(results, layers, bits_list, groups, methods, out: Path, extra=()
     lines += list(extra)
     text = "\n".join(lines) + "\n"
     print(text)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
+    atomic_write_text(out, text)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def main(argv=None) -> None:
 
     import torch
 
+    from latticeq.io import atomic_write_text
     from latticeq.nn.calib import calibration_windows, describe_calibration
     from latticeq.nn.evaluate import eval_windows, perplexity
     from latticeq.nn.model import load_model, load_tokenizer
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
             write_record(rec, path)
             cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
             cpu[path.name] = _cpu_seconds() - c0
-            CPU_FILE.write_text(json.dumps(cpu, indent=1, sort_keys=True) + "\n")
+            atomic_write_text(CPU_FILE, json.dumps(cpu, indent=1, sort_keys=True) + "\n")
             print(f"{path.name}: ppl {pr.perplexity:.3f}, quant {res.quant_time_s:.0f} s", flush=True)
             del net
 
@@ -160,9 +161,7 @@ def main(argv=None) -> None:
                for b, g, m, a, e in DEFAULT_RUNS if _name(b, g, m, a, args.nsamples, e) not in done]
     footer = ("\nNot run yet (the session's CPU budget on the shared machine ran out; the script "
               "resumes them): " + "; ".join(missing) + ".\n") if missing else ""
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(header + table + footer)
-    tmp.replace(md)
+    atomic_write_text(md, header + table + footer)
     print(table)
 
 

@@ -136,9 +136,7 @@ def solve(
             return Vp, S, Z, st
 
         def reassemble(p, Vp, S, Z, st):
-            s = assemble(problem, p, Vp, S, Z, sol.method, {}, damped_rows=st.get("damped_rows"))
-            s.method = base_method
-            return s
+            return assemble(problem, p, Vp, S, Z, base_method, {}, damped_rows=st.get("damped_rows"))
 
         sol = refit(problem, sol, prep, decode, reassemble, polish, grid.maxq, sym=grid.sym,
                     iters=int(options.get("refit_iters", 4)))

@@ -26,15 +26,7 @@ import torch
 from latticeq.nn.layer import LayerProblem
 from latticeq.nn.solvers._base import Prepared, Solution
 
-__all__ = ["refit", "fit_grid", "row_objectives"]
-
-
-def row_objectives(problem: LayerProblem, dequant: torch.Tensor) -> torch.Tensor:
-    """``(w_r − q_r) H (w_r − q_r)ᵀ`` for every row ``r`` (float64, undamped ``H``)."""
-    H = problem.H.to(torch.float64)
-    E = problem.W.to(torch.float64) - dequant.to(device=H.device, dtype=torch.float64)
-    return ((E @ H) * E).sum(dim=1)
-
+__all__ = ["refit", "fit_grid"]
 
 def _group_products(U: torch.Tensor, H: torch.Tensor, cols: list[torch.Tensor]):
     """For every row: ``UᵍᵀH U^h`` (m, G, G), ``Uᵍᵀ H 1^h`` (m, G, G) where ``U^g`` is the row's
@@ -117,11 +109,9 @@ def refit(problem: LayerProblem, sol: Solution, prep: Prepared, decode: Callable
     history = [float(best_rows.sum())]
     perm = prep.perm
     gl = best.g_idx.long()
-    WH = None
+    WH = problem.W.to(torch.float64) @ problem.H.to(torch.float64) if iters else None  # fixed: W does not change
     rows_improved = 0
     for _ in range(iters):
-        if WH is None:
-            WH = problem.W.to(torch.float64) @ problem.H.to(torch.float64)
         s, z = fit_grid(problem, best.codes, best.g_idx, best.zeros, maxq, fit_zero=not sym, WH=WH)
         s = s.to(best.scales.device)
         z = z.to(best.zeros.device)
@@ -156,7 +146,7 @@ def _rows(problem: LayerProblem, sol: Solution) -> torch.Tensor:
     """The solution's per-row objectives (computed by the solver where it did)."""
     if sol.row_errors is not None:
         return sol.row_errors.to(torch.float64)
-    return row_objectives(problem, _dequant64(sol))
+    return problem.row_objective(_dequant64(sol))
 
 
 def _merge(problem: LayerProblem, old: Solution, new: Solution, take_new: torch.Tensor,
