@@ -122,7 +122,7 @@ class Grid:
                 # fused compiled search (same arithmetic, no 80 passes over memory)
                 import numpy as np
 
-                from latticeq.nn.solvers._kernels import mse_shrink_search
+                from latticeq.nn._grid_kernels import mse_shrink_search
 
                 scale = scale.clone()
                 zero = zero.clone()
