@@ -50,7 +50,8 @@ def _cpu_seconds() -> float:
 
 def _name(bits, gs, method, act, nsamples, mse=False):
     g = "pc" if gs is None else f"g{gs}"
-    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}{'-mse' if mse else ''}-n{nsamples}.json"
+    cal = "" if method == "rtn" else f"-n{nsamples}"  # plain RTN uses no calibration
+    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}{'-mse' if mse else ''}{cal}.json"
 
 
 def main(argv=None) -> None:
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
             pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=args.eval_windows, progress=False)
             rec = make_record(
                 model="smollm2", method=method, bits=bits, group_size=gs, sym=False, mse=mse, act_order=act,
-                calibration=cal_info, seed=0, perplexity=pr.perplexity, eval=ev_info,
+                calibration=cal_info if opts.needs_calibration else None, seed=0, perplexity=pr.perplexity, eval=ev_info,
                 wall_time_s=time.perf_counter() - t0, quant_time_s=res.quant_time_s,
                 peak_memory_bytes=res.peak_memory_bytes, layers=res.layer_stats,
             )

@@ -139,6 +139,19 @@ def test_v1_zero_wraps_like_gptq(tmp_path):
     assert t["qzeros"].numpy().view(np.uint32)[0, 0] == 0xFFFFFFFF
     t2 = ck._layer_tensors(q, "gptq_v2")
     assert t2["qzeros"].numpy()[0, 0] == 0
+    # other readers (GPTQModel, vLLM) misread it: saving v1 with a zero point 0 warns, v2 does not
+    model = tiny_llama()
+    layers = _random_layers(model, 4, 32)
+    some = next(iter(layers))
+    layers[some].zeros[0, 0] = 0
+    with pytest.warns(UserWarning, match="group.*zero point 0.*gptq_v2"):
+        ck.save_checkpoint(model, layers, tmp_path / "v1", bits=4, group_size=32, sym=False, desc_act=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ck.save_checkpoint(model, layers, tmp_path / "v2", bits=4, group_size=32, sym=False, desc_act=False,
+                           checkpoint_format="gptq_v2")
 
 
 def test_existing_output_needs_force(tmp_path):

@@ -113,10 +113,42 @@ def test_group_size_not_dividing_width_works_like_gptq():
 
 def test_gptq_beats_rtn_on_layer_error():
     w = _windows(8, 32)
-    r = pl.quantize_model(tiny_llama(), w, pl.QuantizeOptions(bits=2, method="rtn"), progress=False)
     g = pl.quantize_model(tiny_llama(), w, pl.QuantizeOptions(bits=2, method="gptq"), progress=False)
-    # first layer sees identical inputs in both runs: GPTQ's error is at most RTN's
-    assert g.layer_stats[0]["error"] <= r.layer_stats[0]["error"]
+    # the first layer sees the float model's inputs: its Hessian from a hooked full forward
+    m = tiny_llama()
+    q_proj = m.model.layers[0].self_attn.q_proj
+    acc = HessianAccumulator(q_proj.weight.shape[1])
+    hook = q_proj.register_forward_pre_hook(lambda mod, inp: acc.add_batch(inp[0]))
+    with torch.no_grad():
+        m(w, use_cache=False)
+    hook.remove()
+    rtn = solve(LayerProblem(q_proj.weight.detach(), acc.hessian), Grid(2), method="rtn")
+    assert g.layer_stats[0]["error_metric"] == "hessian"
+    assert g.layer_stats[0]["error"] <= rtn.error
+
+
+def test_rtn_needs_no_calibration():
+    """Plain RTN skips the calibration forwards: same codes with or without windows, and the
+    reported per-layer error is the weight-space one, ‖W − Q‖² (H = I)."""
+    opts = pl.QuantizeOptions(bits=3, group_size=32, method="rtn")
+    assert not opts.needs_calibration
+    assert pl.QuantizeOptions(bits=3, method="rtn+refine").needs_calibration
+    assert pl.QuantizeOptions(bits=3, method="gptq").needs_calibration
+    m0 = tiny_llama()
+    a = pl.quantize_model(m0, None, opts, progress=False)
+    b = pl.quantize_model(tiny_llama(), _windows(8, 24), opts, progress=False)
+    assert set(a.layers) == set(b.layers) and len(a.layers) == 14
+    for k in a.layers:
+        np.testing.assert_array_equal(a.layers[k].codes, b.layers[k].codes)
+    W = tiny_llama().model.layers[1].mlp.down_proj.weight.detach()
+    st = {s["name"]: s for s in a.layer_stats}["model.layers.1.mlp.down_proj"]
+    Q = a.layers["model.layers.1.mlp.down_proj"].dequant()
+    assert st["error_metric"] == "weight"
+    assert st["error"] == pytest.approx(float(((W - Q) ** 2).sum()), rel=2e-2)  # Q has fp16 scales
+    assert torch.equal(m0.model.layers[1].mlp.down_proj.weight, Q)
+    # a calibrated method still insists on windows
+    with pytest.raises(ValueError, match="windows"):
+        pl.quantize_model(tiny_llama(), None, pl.QuantizeOptions(bits=3, method="gptq"), progress=False)
 
 
 def test_resume_after_interruption_gives_same_result(tmp_path, monkeypatch):

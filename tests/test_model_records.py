@@ -46,6 +46,15 @@ def test_table_compares_only_runs_with_the_same_calibration_and_eval():
     rows = R.markdown_table([small, big, refine_big]).splitlines()[2:]
     ratios = sorted(l.split("|")[6].strip() for l in rows)
     assert ratios == ["0.900", "1.000", "1.000"]  # each GPTQ is its own baseline; refine vs the 128-window GPTQ
+    # a calibration-free run (plain RTN) is compared with the best-calibrated GPTQ of its setting
+    rtn = _rec("rtn", 3, None, 60.0)
+    rtn["calibration"] = None
+    rows = R.markdown_table([small, big, rtn]).splitlines()[2:]
+    assert [l.split("|")[6].strip() for l in rows if "| rtn |" in l] == ["2.000"]
+    other = _rec("rtn", 3, 128, 60.0)
+    other["calibration"] = None
+    rows = R.markdown_table([small, big, other]).splitlines()[2:]
+    assert [l.split("|")[6].strip() for l in rows if "| rtn |" in l] == ["—"]  # no GPTQ at g128
 
 
 def test_plot(tmp_path):

@@ -47,6 +47,8 @@ def quantize(model, bits, group_size, sym, mse, act_order, method, calib, nsampl
     texts = None
     if calib is not None:
         texts = calib if calib.lower() in ("wikitext2", "c4") else [t for t in calib.split(",") if t]
+    if method.strip() == "rtn" and calib is not None:
+        click.echo("note: rtn rounds the weights alone; --calib is not used", err=True)
     try:
         rec = quantize_to_checkpoint(
             model, out, bits=bits, method=method, group_size=group_size, sym=sym, mse=mse, act_order=act_order,

@@ -271,7 +271,9 @@ def save_checkpoint(
         end, so an interrupted write never leaves a complete-looking checkpoint.
     bits, group_size, sym, desc_act, damp_percent, true_sequential, checkpoint_format
         Written to ``quantize_config.json`` and ``config.json``'s ``quantization_config``
-        (``group_size = -1`` for per-channel).
+        (``group_size = -1`` for per-channel). ``"gptq"`` (v1) stores zero points minus one, so
+        a zero point of 0 wraps to ``2^bits − 1``; latticeq restores it, GPTQModel and vLLM do
+        not (checked by ``tests/test_model_interop.py``), so a warning names such groups.
     tokenizer : optional
         Its files are saved beside the weights.
     extra_files : dict name → JSON-able, optional
@@ -294,6 +296,16 @@ def save_checkpoint(
         partial = replace_partial and not (out / "config.json").exists()
         if not partial:
             raise FileExistsError(f"output folder {str(out)!r} exists; pass force=True (--force) to replace it")
+    if checkpoint_format == "gptq":
+        zero0 = sum(int((np.asarray(q.zeros) == 0).sum()) for q in layers.values())
+        if zero0:
+            import warnings
+
+            warnings.warn(
+                f"{zero0} group(s) have zero point 0, which the v1 'gptq' format stores as "
+                f"2^bits - 1 (GPTQ's own quirk): latticeq reads them back exactly, but GPTQModel's "
+                f"and vLLM's v1 readers do not; write checkpoint_format='gptq_v2' (--format gptq_v2) "
+                f"for those loaders", stacklevel=2)
     modules = dict(model.named_modules())
     state = _dedupe_state(model)
     tensors = {}

@@ -22,6 +22,10 @@ Algorithm (Frantar et al., arXiv 2210.17323, ``llama.py``/``opt.py`` ``*_sequent
 Embeddings and ``lm_head`` are never touched. After every block the state (quantized layers
 of the block, the next block's inputs) is written atomically under ``state_dir`` so that an
 interrupted run resumes after the last finished block.
+
+Plain round-to-nearest (``rtn``, no ``+refine``/``+refit``) needs no Hessian, so it skips steps
+1, 2b's forwards and 2c: no calibration text is read, and each layer's reported error is the
+weight-space ``‖W − Q‖²`` (``H = I``).
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ class QuantizeOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """False for plain round-to-nearest (``rtn``, on either grid): its codes depend on the
+        weights alone, so the pipeline skips the calibration forwards entirely."""
+        from latticeq.nn.solvers import parse_method
+
+        base, suffixes = parse_method(self.method)
+        return not (base == "rtn" and not suffixes)
 
 
 @dataclass
@@ -286,8 +299,11 @@ def quantize_model(
     ----------
     model : transformers causal LM (float, on CPU)
         Modified in place: quantized layers get their dequantized weights.
-    windows : LongTensor (N, L)
-        Calibration windows (:func:`latticeq.nn.calib.calibration_windows`).
+    windows : LongTensor (N, L) or None
+        Calibration windows (:func:`latticeq.nn.calib.calibration_windows`). Ignored (may be
+        ``None``) when ``options.needs_calibration`` is false — plain RTN: then no forward pass
+        runs and each layer's reported error is the weight-space one, ``H = I``
+        (``error_metric`` ``"weight"`` in the layer stats instead of ``"hessian"``).
     options : QuantizeOptions
     device : str
         Where each block is quantized (``cpu`` or ``cuda``); only one block lives there at a time.
@@ -312,8 +328,12 @@ def quantize_model(
     from latticeq.progress import make_progress
 
     options.validate()
-    if windows.ndim != 2 or windows.dtype != torch.long:
-        raise ValueError(f"windows must be a LongTensor (N, L), got {windows.dtype} {tuple(windows.shape)}")
+    calibrated = options.needs_calibration
+    if not calibrated:
+        windows = None
+    elif windows is None or not isinstance(windows, torch.Tensor) or windows.ndim != 2 or windows.dtype != torch.long:
+        got = None if windows is None else f"{getattr(windows, 'dtype', type(windows).__name__)} {tuple(getattr(windows, 'shape', ()))}"
+        raise ValueError(f"windows must be a LongTensor (N, L) of calibration tokens, got {got}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = torch.device(device)
@@ -324,8 +344,10 @@ def quantize_model(
     blocks_name, blocks = check_model(model, options)
     grid = Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
     state = Path(state_dir) if state_dir is not None else None
-    fingerprint = {"options": options.to_dict(), "windows": list(windows.shape),
-                   "windows_sum": int(windows.sum()), "blocks": len(blocks), **(run_info or {})}
+    fingerprint = {"options": options.to_dict(),
+                   "windows": list(windows.shape) if calibrated else None,
+                   "windows_sum": int(windows.sum()) if calibrated else None,
+                   "blocks": len(blocks), **(run_info or {})}
     t0 = time.perf_counter()
     prior_time = 0.0
     layers: dict = {}
@@ -366,7 +388,9 @@ def quantize_model(
             atomic_write_json(run_file, json.loads(json.dumps(fingerprint, default=str)), default=str)
 
     try:
-        if hidden is None:
+        if not calibrated:
+            pass
+        elif hidden is None:
             hidden, calls = capture_block_inputs(model, windows, device=dev, batch_size=batch_size)
         else:
             _move_outside_blocks(model, blocks_name, dev)
@@ -377,10 +401,19 @@ def quantize_model(
             for bi in range(start_block, len(blocks)):
                 block = blocks[bi].to(dev)
                 mods = find_linears(block)
-                groups = linear_groups(block, hidden, calls) if options.true_sequential else [list(mods)]
+                if not calibrated:
+                    groups = [[name] for name in mods]
+                elif options.true_sequential:
+                    groups = linear_groups(block, hidden, calls)
+                else:
+                    groups = [list(mods)]
                 block_layers, block_stats = {}, []
                 for group in groups:
-                    H = _group_hessian(block, mods[group[0]], hidden, calls)
+                    if calibrated:
+                        H = _group_hessian(block, mods[group[0]], hidden, calls)
+                    else:  # weight-space error: H = I
+                        n_in = _get_weight(mods[group[0]]).shape[1]
+                        H = torch.eye(n_in, dtype=torch.float32, device=dev)
                     for name in group:
                         mod = mods[name]
                         bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
@@ -393,6 +426,7 @@ def quantize_model(
                         full = f"{blocks_name}.{bi}.{name}"
                         rec = {"name": full, "error": float(sol.error),
                                "relative_error": float(sol.relative_error),
+                               "error_metric": "hessian" if calibrated else "weight",
                                "time_s": time.perf_counter() - tl}
                         block_layers[name] = q
                         block_stats.append(rec)
@@ -401,8 +435,9 @@ def quantize_model(
                             f"block {bi + 1}/{len(blocks)} {name}: rel. err {rec['relative_error']:.3g}"))
                     del H
                 # outputs of the quantized block are the next block's inputs
-                with torch.no_grad():
-                    hidden = [_block_forward(block, h, c) for h, c in zip(hidden, calls)]
+                if calibrated:
+                    with torch.no_grad():
+                        hidden = [_block_forward(block, h, c) for h, c in zip(hidden, calls)]
                 stats.extend(block_stats)
                 blocks[bi] = block.to("cpu") if dev.type != "cpu" else block
                 if dev.type == "cuda":
@@ -615,7 +650,9 @@ def quantize_to_checkpoint(
     if eval_text not in (None, "default") and not Path(eval_text).is_file():
         raise FileNotFoundError(f"evaluation text {str(eval_text)!r} is not a file")
     tokenizer = load_tokenizer(model)
-    windows = calibration_windows(tokenizer, texts=calib, nsamples=nsamples, seqlen=seqlen, seed=seed)
+    windows = None
+    if options.needs_calibration:
+        windows = calibration_windows(tokenizer, texts=calib, nsamples=nsamples, seqlen=seqlen, seed=seed)
     net = load_model(model, device="cpu")
     check_model(net, options)  # no blocks / group size not dividing a layer: error, nothing written
     out.mkdir(parents=True, exist_ok=True)
@@ -633,7 +670,8 @@ def quantize_to_checkpoint(
     record = make_record(
         model=source.name, method=method, bits=bits, group_size=group_size, sym=sym, mse=mse,
         act_order=act_order,
-        calibration={"source": info["calibration"], "nsamples": nsamples, "seqlen": seqlen},
+        calibration=({"source": info["calibration"], "nsamples": nsamples, "seqlen": seqlen}
+                     if options.needs_calibration else None),
         seed=seed, perplexity=ppl, eval=ev, wall_time_s=time.perf_counter() - t_start,
         quant_time_s=result.quant_time_s, peak_memory_bytes=result.peak_memory_bytes,
         layers=result.layer_stats,

@@ -7,8 +7,12 @@ Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other to
     calibration {source, nsamples, seqlen}, seed,
     perplexity, eval {text, seqlen, windows},
     wall_time_s, quant_time_s, peak_memory_bytes,
-    layers [{name, error, relative_error, time_s}],
+    layers [{name, error, relative_error, time_s[, error_metric]}],
     latticeq_version, created
+
+A layer's ``error`` is ``tr((W − Q) H (W − Q)ᵀ)`` with the calibration Hessian
+(``error_metric = "hessian"``, the default when the key is absent) or, for plain RTN, which
+reads no calibration, the weight-space ``‖W − Q‖²`` (``error_metric = "weight"``).
 
 ``mse`` marks grids whose ranges came from the MSE clipping search (records written before
 the key existed read as ``False``). The unquantized baseline is recorded with ``method = "none"``, ``bits = None`` and no layers.
@@ -29,6 +33,8 @@ RECORD_KEYS = (
     "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "layers",
     "latticeq_version", "created",
 )
+
+_LAYER_KEYS = {"name", "error", "relative_error", "time_s", "error_metric"}
 
 
 def make_record(
@@ -57,8 +63,11 @@ def make_record(
     if eval is not None and set(eval) != {"text", "seqlen", "windows"}:
         raise ValueError(f"eval must have keys text, seqlen, windows; got {sorted(eval)}")
     for rec in layers:
-        if set(rec) != {"name", "error", "relative_error", "time_s"}:
-            raise ValueError(f"each layer entry needs keys name, error, relative_error, time_s; got {sorted(rec)}")
+        if not {"name", "error", "relative_error", "time_s"} <= set(rec) <= _LAYER_KEYS:
+            raise ValueError(f"each layer entry needs keys name, error, relative_error, time_s "
+                             f"(and optionally error_metric); got {sorted(rec)}")
+        if rec.get("error_metric", "hessian") not in ("hessian", "weight"):
+            raise ValueError(f"error_metric must be 'hessian' or 'weight', got {rec['error_metric']!r}")
     if perplexity is not None and not math.isfinite(perplexity):
         perplexity = None if math.isnan(perplexity) else float("inf")
     return {
@@ -135,7 +144,8 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: di
 
     The ``vs GPTQ`` column is the perplexity ratio to the GPTQ (act-order if present, min–max grid) run of the
     same model, bits, grouping, calibration size and evaluation windows in the same set of records
-    (like is compared with like only). ``extra`` adds columns:
+    (like is compared with like only); a run without calibration (plain RTN) is compared with the
+    GPTQ run of its setting that used the most calibration windows. ``extra`` adds columns:
     ``{header: {record["_path"]: cell}}``.
     """
     extra = extra or {}
@@ -148,12 +158,17 @@ def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: di
         return (r["model"], -(r["bits"] or 99), _gs(r), cal.get("nsamples") or 0,
                 r["perplexity"] if r["perplexity"] is not None else float("inf"))
 
-    base = {}
+    base, most = {}, {}
     for r in records:
         if r["method"] == baseline_method and r["perplexity"] is not None and not r.get("mse"):
             k = setting(r)
             if k not in base or r.get("act_order"):
                 base[k] = r["perplexity"]
+    for k, ppl in base.items():  # baselines for calibration-free runs: most calibration windows
+        k0 = k[:3] + (None, None) + k[5:]
+        if k0 not in most or (k[3] or 0) > most[k0][0]:
+            most[k0] = (k[3] or 0, ppl)
+    base.update({k0: ppl for k0, (_, ppl) in most.items() if k0 not in base})
     lines = [
         "| model | bits | grouping | method | perplexity | vs GPTQ | eval windows | calibration | quant time (s) | wall time (s) | peak memory (MiB) |"
         + "".join(f" {h} |" for h in extra),
