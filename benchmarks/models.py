@@ -48,16 +48,18 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _name(bits, gs, method, act, nsamples, mse=False):
+def _name(bits, gs, method, act, nsamples, mse=False, windows=16):
     g = "pc" if gs is None else f"g{gs}"
     cal = "" if method == "rtn" else f"-n{nsamples}"  # plain RTN uses no calibration
-    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}{'-mse' if mse else ''}{cal}.json"
+    ev = "" if windows == 16 else f"-w{windows}"  # the default 16-window prefix keeps the short names
+    return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}{'-mse' if mse else ''}{cal}{ev}.json"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nsamples", type=int, default=128, help="calibration windows of 512 tokens")
-    ap.add_argument("--eval-windows", type=int, default=16, help="first K windows of Pride and Prejudice")
+    ap.add_argument("--eval-windows", type=int, default=16,
+                    help="first K windows of Pride and Prejudice (0: all of it, 327 windows)")
     ap.add_argument("--runs", default=None,
                     help="comma-separated bits:group:method:act[:mse] entries, e.g. 3:pc:gptq:1,2:128:gptq+refine+refit:1:mse")
     ap.add_argument("--threads", type=int, default=2)
@@ -88,13 +90,14 @@ def main(argv=None) -> None:
         base = load_model("smollm2")
         calib = calibration_windows(tok, nsamples=args.nsamples, seqlen=seqlen, seed=0)
         ev, _ = eval_windows(tok, None, seqlen)
-        ev_info = {"text": "prideprejudice.txt", "seqlen": seqlen, "windows": min(args.eval_windows, ev.shape[0])}
+        n_ev = ev.shape[0] if args.eval_windows == 0 else min(args.eval_windows, ev.shape[0])
+        ev_info = {"text": "prideprejudice.txt", "seqlen": seqlen, "windows": n_ev}
         cal_info = {"source": describe_calibration(None), "nsamples": args.nsamples, "seqlen": seqlen}
 
-        fpath = RESULTS / f"smollm2-float-w{args.eval_windows}.json"
+        fpath = RESULTS / f"smollm2-float-w{n_ev}.json"
         if not fpath.exists():
             t0 = time.perf_counter()
-            pr = perplexity(base, windows=ev, seqlen=seqlen, max_windows=args.eval_windows, progress=False)
+            pr = perplexity(base, windows=ev, seqlen=seqlen, max_windows=n_ev, progress=False)
             write_record(make_record(
                 model="smollm2", method="none", bits=None, group_size=None, sym=False, act_order=False,
                 calibration=None, seed=None, perplexity=pr.perplexity, eval=ev_info,
@@ -103,7 +106,7 @@ def main(argv=None) -> None:
             print(f"float baseline: {pr.perplexity:.3f}", flush=True)
 
         for bits, gs, method, act, mse in runs:
-            path = RESULTS / _name(bits, gs, method, act, args.nsamples, mse)
+            path = RESULTS / _name(bits, gs, method, act, args.nsamples, mse, n_ev)
             if path.exists():
                 continue
             t0 = time.perf_counter()
@@ -111,7 +114,7 @@ def main(argv=None) -> None:
             net = copy.deepcopy(base)
             opts = QuantizeOptions(bits=bits, group_size=gs, act_order=act, method=method, seed=0, mse=mse)
             res = quantize_model(net, calib, opts, progress=False)
-            pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=args.eval_windows, progress=False)
+            pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=n_ev, progress=False)
             rec = make_record(
                 model="smollm2", method=method, bits=bits, group_size=gs, sym=False, mse=mse, act_order=act,
                 calibration=cal_info if opts.needs_calibration else None, seed=0, perplexity=pr.perplexity, eval=ev_info,
@@ -136,9 +139,17 @@ def main(argv=None) -> None:
     def ncal(r):
         return (r.get("calibration") or {}).get("nsamples")
 
-    main_recs = [r for r in recs if ncal(r) in (None, args.nsamples)]
-    other = [r for r in recs if ncal(r) not in (None, args.nsamples)]
+    def nev(r):
+        return (r.get("eval") or {}).get("windows")
+
+    prefix = [r for r in recs if nev(r) == 16]
+    main_recs = [r for r in prefix if ncal(r) in (None, args.nsamples)]
+    other = [r for r in prefix if ncal(r) not in (None, args.nsamples)]
     table = table_of(main_recs)
+    for k in sorted({nev(r) for r in recs} - {16}, reverse=True):
+        table += (f"\n## Evaluated on {k} windows ({k * 512:,} tokens of Pride and Prejudice)\n\n"
+                  "A check that the 16-window prefix ranks the methods as the longer text does.\n\n"
+                  + table_of([r for r in recs if nev(r) == k]))
     if other:
         table += (f"\n## Earlier runs with other calibration sizes\n\nEach compared with GPTQ at the same calibration "
                   f"size; the float baseline is the row above.\n\n" + table_of(other))
