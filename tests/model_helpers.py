@@ -32,6 +32,28 @@ def tiny_llama(seed: int = 0, layers: int = 2, vocab: int = 256):
     return LlamaForCausalLM(cfg).eval()
 
 
+def tiny_opt(seed: int = 0, layers: int = 2, vocab: int = 256):
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = OPTConfig(vocab_size=vocab, hidden_size=64, ffn_dim=128, num_hidden_layers=layers,
+                    num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=64,
+                    pad_token_id=1, bos_token_id=2, eos_token_id=2)
+    return OPTForCausalLM(cfg).eval()
+
+
+def tiny_gemma(seed: int = 0, layers: int = 2, vocab: int = 256):
+    import torch
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GemmaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+                      pad_token_id=0, bos_token_id=2, eos_token_id=1)
+    return GemmaForCausalLM(cfg).eval()
+
+
 def tiny_gpt2(seed: int = 0, layers: int = 2, vocab: int = 256):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
