@@ -91,7 +91,6 @@ def main(argv=None) -> None:
         calib = calibration_windows(tok, nsamples=args.nsamples, seqlen=seqlen, seed=0)
         ev, _ = eval_windows(tok, None, seqlen)
         n_ev = ev.shape[0] if args.eval_windows == 0 else min(args.eval_windows, ev.shape[0])
-        ev_info = {"text": "prideprejudice.txt", "seqlen": seqlen, "windows": n_ev}
         cal_info = {"source": describe_calibration(None), "nsamples": args.nsamples, "seqlen": seqlen}
 
         fpath = RESULTS / f"smollm2-float-w{n_ev}.json"
@@ -100,7 +99,7 @@ def main(argv=None) -> None:
             pr = perplexity(base, windows=ev, seqlen=seqlen, max_windows=n_ev, progress=False)
             write_record(make_record(
                 model="smollm2", method="none", bits=None, group_size=None, sym=False, act_order=False,
-                calibration=None, seed=None, perplexity=pr.perplexity, eval=ev_info,
+                calibration=None, seed=None, perplexity=pr.perplexity, eval=pr.eval_info(),
                 wall_time_s=time.perf_counter() - t0, quant_time_s=None, peak_memory_bytes=None, layers=[],
             ), fpath)
             print(f"float baseline: {pr.perplexity:.3f}", flush=True)
@@ -117,7 +116,7 @@ def main(argv=None) -> None:
             pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=n_ev, progress=False)
             rec = make_record(
                 model="smollm2", method=method, bits=bits, group_size=gs, sym=False, mse=mse, act_order=act,
-                calibration=cal_info if opts.needs_calibration else None, seed=0, perplexity=pr.perplexity, eval=ev_info,
+                calibration=cal_info if opts.needs_calibration else None, seed=0, perplexity=pr.perplexity, eval=pr.eval_info(),
                 wall_time_s=time.perf_counter() - t0, quant_time_s=res.quant_time_s,
                 peak_memory_bytes=res.peak_memory_bytes, layers=res.layer_stats,
             )

@@ -38,6 +38,10 @@ def test_perplexity_equals_manual_nll(text):
     assert res.windows == res.total_windows == 5
     assert res.nll == pytest.approx(sum(nll) / 5, rel=1e-5)
     assert res.perplexity == pytest.approx(math.exp(sum(nll) / 5), rel=1e-5)
+    assert res.window_nll == pytest.approx(nll, rel=1e-5)  # each window's own mean NLL
+    sd = math.sqrt(sum((x - sum(nll) / 5) ** 2 for x in nll) / 4)
+    assert res.stderr_nll == pytest.approx(sd / math.sqrt(5), rel=1e-4)
+    assert res.eval_info()["window_nll"] == list(res.window_nll) and res.eval_info()["windows"] == 5
     # batch size does not change the value; max_windows takes a prefix
     one = ev.perplexity(m, tok, text=text, seqlen=50, batch_size=1, max_windows=2, progress=False)
     assert one.windows == 2 and one.nll == pytest.approx(sum(nll[:2]) / 2, rel=1e-5)

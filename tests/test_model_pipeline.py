@@ -291,6 +291,9 @@ def test_cli_quantize_mse_refit_round_trip(tiny_folder, tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "latticeq_record.json").read_text())
     assert rec["mse"] is True and rec["method"] == "gptq+refine+refit"
+    w = rec["eval"]["window_nll"]  # per-window NLLs, for paired standard errors between runs
+    assert len(w) == rec["eval"]["windows"] >= 2
+    assert rec["perplexity"] == pytest.approx(np.exp(np.mean(w)), rel=1e-9)
     r2 = runner.invoke(main, ["eval", str(out), "--text", str(d / "eval.txt"), "--seqlen", "32", "--no-progress"])
     assert r2.exit_code == 0, r2.output
     assert f"perplexity {rec['perplexity']:.4f}" in r2.output

@@ -57,6 +57,28 @@ def test_table_compares_only_runs_with_the_same_calibration_and_eval():
     assert [l.split("|")[6].strip() for l in rows if "| rtn |" in l] == ["—"]  # no GPTQ at g128
 
 
+def test_paired_ratio_and_its_standard_error():
+    import math
+
+    base = _rec("gptq", 3, None, None, act=True)
+    new = _rec("gptq+refine", 3, None, None, act=True)
+    nb, nn = [3.0, 3.2, 3.4], [2.9, 3.0, 3.35]
+    for r, w in ((base, nb), (new, nn)):
+        r["eval"] = {"text": "pp.txt", "seqlen": 64, "windows": 3, "window_nll": w}
+        r["perplexity"] = math.exp(sum(w) / 3)
+    ratio, se = R.paired_ratio(new, base)
+    d = [a - b for a, b in zip(nn, nb)]  # -0.1, -0.2, -0.05
+    assert ratio == pytest.approx(new["perplexity"] / base["perplexity"], rel=1e-12)
+    m = sum(d) / 3
+    assert se == pytest.approx(ratio * math.sqrt(sum((x - m) ** 2 for x in d) / 2 / 3), rel=1e-12)
+    rows = R.markdown_table([base, new]).splitlines()[2:]
+    assert [l.split("|")[6].strip() for l in rows] == [f"{ratio:.3f} ± {se:.3f}", "1.000"]
+    # not paired: different windows, or a record without per-window NLLs
+    other = dict(new, eval={"text": "other.txt", "seqlen": 64, "windows": 3, "window_nll": nn})
+    assert R.paired_ratio(other, base) is None
+    assert R.paired_ratio(_rec("gptq", 3, None, 30.0), base) is None
+
+
 def test_plot(tmp_path):
     recs = [_rec("gptq", b, None, 40.0 / b, act=True) for b in (2, 3, 4)] + [_rec("none", None, None, 9.0)]
     p = R.plot_records(recs, tmp_path / "p.png")
@@ -72,6 +94,15 @@ def test_bad_input(tmp_path):
         R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
                       calibration=None, seed=0, perplexity=1.0, eval=None, wall_time_s=1,
                       quant_time_s=1, peak_memory_bytes=1, layers=[{"name": "x"}])
+    with pytest.raises(ValueError, match="window_nll must list one number per scored window"):
+        R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
+                      calibration=None, seed=0, perplexity=1.0,
+                      eval={"text": "t", "seqlen": 8, "windows": 3, "window_nll": [1.0, 2.0]}, wall_time_s=1,
+                      quant_time_s=1, peak_memory_bytes=1, layers=[])
+    with pytest.raises(ValueError, match="eval must have keys"):
+        R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
+                      calibration=None, seed=0, perplexity=1.0, eval={"text": "t", "seqlen": 8}, wall_time_s=1,
+                      quant_time_s=1, peak_memory_bytes=1, layers=[])
     with pytest.raises(ValueError, match="record keys differ"):
         R.write_record({"model": "m"}, tmp_path / "x.json")
     with pytest.raises(FileNotFoundError, match="no record"):

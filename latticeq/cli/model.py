@@ -91,12 +91,13 @@ def eval_(model, text, seqlen, max_windows, device, record, no_progress):
             write_record(make_record(
                 model=src.name, method="none", bits=None, group_size=None, sym=False, act_order=False,
                 calibration=None, seed=None, perplexity=res.perplexity,
-                eval={"text": res.text, "seqlen": res.seqlen, "windows": res.windows},
+                eval=res.eval_info(),
                 wall_time_s=time.perf_counter() - t0, quant_time_s=None, peak_memory_bytes=None, layers=[],
             ) if qc is None else _checkpoint_record(model, res, time.perf_counter() - t0), record)
     except _USER_ERRORS as exc:
         fail(str(exc))
-    click.echo(f"perplexity {res.perplexity:.4f} (mean NLL {res.nll:.4f} nats) on {res.windows}/{res.total_windows} "
+    se = "" if res.windows < 2 else f" ± {res.stderr_nll:.4f}"
+    click.echo(f"perplexity {res.perplexity:.4f} (mean NLL {res.nll:.4f}{se} nats) on {res.windows}/{res.total_windows} "
                f"windows of {res.seqlen} tokens of {res.text}")
 
 
@@ -112,7 +113,7 @@ def _checkpoint_record(folder, res, wall):
         raise FileNotFoundError(f"{str(folder)!r} has no {RECORD_NAME} to update")
     rec = json.loads(p.read_text())
     rec["perplexity"] = res.perplexity
-    rec["eval"] = {"text": res.text, "seqlen": res.seqlen, "windows": res.windows}
+    rec["eval"] = res.eval_info()
     return rec
 
 

@@ -47,6 +47,10 @@ class PerplexityResult:
         Tokens of the whole text ``T``.
     text : str
         Text file (path as given, or "prideprejudice.txt" for the default).
+    window_nll : tuple of float
+        Mean next-token NLL of each scored window (all windows score ``L − 1`` tokens, so
+        ``nll`` is their mean). Their spread gives :attr:`stderr_nll`, and two models scored on
+        the same windows can be compared pairwise (:func:`latticeq.nn.records.paired_ratio`).
     """
 
     perplexity: float
@@ -56,9 +60,26 @@ class PerplexityResult:
     seqlen: int
     tokens: int
     text: str
+    window_nll: tuple = ()
+
+    @property
+    def stderr_nll(self) -> float:
+        """Standard error of ``nll`` over windows (NaN with fewer than two windows)."""
+        w = self.window_nll
+        if len(w) < 2:
+            return float("nan")
+        m = sum(w) / len(w)
+        return math.sqrt(sum((x - m) ** 2 for x in w) / (len(w) - 1) / len(w))
+
+    def eval_info(self) -> dict:
+        """The ``eval`` entry of a run record (:mod:`latticeq.nn.records`)."""
+        return {"text": self.text, "seqlen": self.seqlen, "windows": self.windows,
+                "window_nll": list(self.window_nll)}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["window_nll"] = list(self.window_nll)
+        return d
 
 
 def eval_windows(tokenizer, text=None, seqlen: int = 512):
@@ -147,8 +168,7 @@ def perplexity(
 
     from latticeq.progress import make_progress
 
-    nll_sum = 0.0
-    count = 0
+    per_window: list[float] = []
     with make_progress(progress) as bar, torch.no_grad():
         task = bar.add_task(f"perplexity ({text_name}, L={seqlen})", total=use)
         for start in range(0, use, batch_size):
@@ -156,11 +176,11 @@ def perplexity(
             logits = model(batch, use_cache=False).logits.float()
             shift = logits[:, :-1, :].reshape(-1, logits.shape[-1])
             target = batch[:, 1:].reshape(-1)
-            nll_sum += float(F.cross_entropy(shift, target, reduction="sum"))
-            count += target.numel()
+            nll = F.cross_entropy(shift, target, reduction="none").view(batch.shape[0], -1)
+            per_window += nll.double().mean(dim=1).tolist()
             bar.update(task, advance=batch.shape[0])
-    nll = nll_sum / count
+    nll = math.fsum(per_window) / len(per_window)
     return PerplexityResult(
         perplexity=math.exp(nll), nll=nll, windows=use, total_windows=total,
-        seqlen=seqlen, tokens=tokens, text=text_name,
+        seqlen=seqlen, tokens=tokens, text=text_name, window_nll=tuple(per_window),
     )

@@ -666,7 +666,7 @@ def quantize_to_checkpoint(
         pr = perplexity(net, tokenizer, text=text, seqlen=seqlen, max_windows=eval_windows,
                         progress=progress)
         net.to("cpu")
-        ppl, ev = pr.perplexity, {"text": pr.text, "seqlen": pr.seqlen, "windows": pr.windows}
+        ppl, ev = pr.perplexity, pr.eval_info()
     record = make_record(
         model=source.name, method=method, bits=bits, group_size=group_size, sym=sym, mse=mse,
         act_order=act_order,
