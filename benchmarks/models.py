@@ -40,6 +40,8 @@ DEFAULT_RUNS = (
 
 
 CPU_FILE = ROOT / "benchmarks" / "models_cpu_seconds.json"
+SEQLEN = 512  # tokens per calibration and evaluation window
+PREFIX = 16  # evaluation windows of the main table (the first ones of Pride and Prejudice)
 
 
 def _cpu_seconds() -> float:
@@ -48,23 +50,25 @@ def _cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _name(bits, gs, method, act, nsamples, mse=False, windows=16):
+def _name(bits, gs, method, act, nsamples, mse=False, windows=PREFIX):
     g = "pc" if gs is None else f"g{gs}"
     cal = "" if method == "rtn" else f"-n{nsamples}"  # plain RTN uses no calibration
-    ev = "" if windows == 16 else f"-w{windows}"  # the default 16-window prefix keeps the short names
+    ev = "" if windows == PREFIX else f"-w{windows}"  # the default 16-window prefix keeps the short names
     return f"smollm2-{bits}b-{g}-{method.replace('+', '-')}{'-act' if act else ''}{'-mse' if mse else ''}{cal}{ev}.json"
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nsamples", type=int, default=128, help="calibration windows of 512 tokens")
-    ap.add_argument("--eval-windows", type=int, default=16,
+    ap.add_argument("--eval-windows", type=int, default=PREFIX,
                     help="first K windows of Pride and Prejudice (0: all of it, 327 windows)")
     ap.add_argument("--runs", default=None,
                     help="comma-separated bits:group:method:act[:mse] entries, e.g. 3:pc:gptq:1,2:128:gptq+refine+refit:1:mse")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table-only", action="store_true", help="only rebuild benchmarks/models.md")
     args = ap.parse_args(argv)
+    if args.eval_windows < 0:
+        ap.error(f"--eval-windows must be 0 (all) or a positive number of windows, got {args.eval_windows}")
 
     import torch
 
@@ -84,7 +88,7 @@ def main(argv=None) -> None:
             if rest not in ([], ["mse"]):
                 raise SystemExit(f"bad run spec {item!r}: expected bits:group:method:act[:mse]")
             runs.append((int(b), None if g == "pc" else int(g), m, a == "1", rest == ["mse"]))
-    seqlen = 512
+    seqlen = SEQLEN
     if not args.table_only:
         tok = load_tokenizer("smollm2")
         base = load_model("smollm2")
@@ -141,13 +145,13 @@ def main(argv=None) -> None:
     def nev(r):
         return (r.get("eval") or {}).get("windows")
 
-    prefix = [r for r in recs if nev(r) == 16]
+    prefix = [r for r in recs if nev(r) == PREFIX]
     main_recs = [r for r in prefix if ncal(r) in (None, args.nsamples)]
     other = [r for r in prefix if ncal(r) not in (None, args.nsamples)]
     table = table_of(main_recs)
-    for k in sorted({nev(r) for r in recs} - {16}, reverse=True):
-        table += (f"\n## Evaluated on {k} windows ({k * 512:,} tokens of Pride and Prejudice)\n\n"
-                  "A check that the 16-window prefix ranks the methods as the longer text does.\n\n"
+    for k in sorted({nev(r) for r in recs} - {PREFIX}, reverse=True):
+        table += (f"\n## Evaluated on {k} windows ({k * SEQLEN:,} tokens of Pride and Prejudice)\n\n"
+                  f"A check that the {PREFIX}-window prefix ranks the methods as the longer text does.\n\n"
                   + table_of([r for r in recs if nev(r) == k]))
     if other:
         table += (f"\n## Earlier runs with other calibration sizes\n\nEach compared with GPTQ at the same calibration "

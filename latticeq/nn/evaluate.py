@@ -25,7 +25,7 @@ from pathlib import Path
 
 from latticeq.nn.calib import EVALUATION_TEXT
 
-__all__ = ["PerplexityResult", "eval_windows", "perplexity"]
+__all__ = ["PerplexityResult", "eval_windows", "perplexity", "mean_and_stderr"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,7 @@ class PerplexityResult:
     @property
     def stderr_nll(self) -> float:
         """Standard error of ``nll`` over windows (NaN with fewer than two windows)."""
-        w = self.window_nll
-        if len(w) < 2:
-            return float("nan")
-        m = sum(w) / len(w)
-        return math.sqrt(sum((x - m) ** 2 for x in w) / (len(w) - 1) / len(w))
+        return mean_and_stderr(self.window_nll)[1]
 
     def eval_info(self) -> dict:
         """The ``eval`` entry of a run record (:mod:`latticeq.nn.records`)."""
@@ -80,6 +76,15 @@ class PerplexityResult:
         d = asdict(self)
         d["window_nll"] = list(self.window_nll)
         return d
+
+
+def mean_and_stderr(values) -> tuple[float, float]:
+    """Mean of ``values`` and its standard error ``sd / √n`` (NaN with fewer than two values)."""
+    n = len(values)
+    m = math.fsum(values) / n if n else float("nan")
+    if n < 2:
+        return m, float("nan")
+    return m, math.sqrt(math.fsum((x - m) ** 2 for x in values) / (n - 1) / n)
 
 
 def eval_windows(tokenizer, text=None, seqlen: int = 512):

@@ -30,6 +30,8 @@ import os
 import time
 from pathlib import Path
 
+from latticeq.nn.evaluate import mean_and_stderr
+
 __all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "paired_ratio", "markdown_table",
            "plot_records"]
 
@@ -162,11 +164,9 @@ def paired_ratio(record: dict, baseline: dict) -> tuple[float, float] | None:
     a, b = ea.get("window_nll"), eb.get("window_nll")
     if not a or not b or len(a) != len(b) or len(a) < 2 or any(ea.get(k) != eb.get(k) for k in ("text", "seqlen")):
         return None
-    d = [x - y for x, y in zip(a, b)]
-    m = math.fsum(d) / len(d)
-    sd = math.sqrt(math.fsum((x - m) ** 2 for x in d) / (len(d) - 1))
+    m, se = mean_and_stderr([x - y for x, y in zip(a, b)])
     ratio = math.exp(m)
-    return ratio, ratio * sd / math.sqrt(len(d))
+    return ratio, ratio * se
 
 
 def markdown_table(records: list[dict], baseline_method: str = "gptq", extra: dict | None = None) -> str:
