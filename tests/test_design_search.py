@@ -80,10 +80,12 @@ def test_corrupt_and_foreign_checkpoints(tmp_path):
         run_search(4, "sgd", out=tmp_path, resume=True, progress=False)
     (ck / "manifest.json").write_text(json.dumps({"format": "latticeq.search-checkpoint", "dim": 5,
                                                   "method": "sgd", "preset": "fast", "seed": 0}))
-    with pytest.raises(ValueError, match="another search: dim=5"):
+    with pytest.raises(ValueError, match="other settings \\(dim: checkpoint 5, now 4"):
         run_search(4, "sgd", out=tmp_path, resume=True, progress=False)
     (ck / "manifest.json").write_text(json.dumps({"format": "latticeq.search-checkpoint", "dim": 4,
-                                                  "method": "sgd", "preset": "fast", "seed": 0}))
+                                                  "method": "sgd", "preset": "fast", "seed": 0,
+                                                  "restarts": 1, "select_samples": 200_000, "init": None,
+                                                  "fusion_overrides": None, "sgd_overrides": None}))
     (ck / "r0.json").write_text("garbage")
     with pytest.raises(ValueError, match="corrupt restart checkpoint"):
         run_search(4, "sgd", out=tmp_path, resume=True, progress=False)

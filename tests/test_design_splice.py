@@ -12,7 +12,7 @@ from latticeq.design.search import estimate_nsm_mc
     (13, ("K12", "Z1"), 0.0710346),
     (17, ("BW16", "Z1"), 0.0691040),
     (20, ("BW16", "D4"), 0.0698853),
-    (24, ("Leech",), 0.065771),
+    (24, ("Leech",), 0.0657532),
     (8, ("E8", "D8+"), 929 / 12960),
 ])
 def test_best_splice_issue_examples(n, comps, nsm):

@@ -56,7 +56,7 @@ def test_quantize_layer_gptq_and_babai_files_agree(tmp_path):
     "args,msg",
     [
         (["--bits", "9"], "bits must be an integer from 2 to 8"),
-        (["--bits", "3", "--group-size", "5"], "does not divide"),
+        (["--bits", "3", "--group-size", "500"], "exceeds the number of columns"),
         (["--bits", "3", "--method", "magic"], "unknown method 'magic'"),
     ],
 )

@@ -71,9 +71,12 @@ def test_grid_bad_bits(bits):
         Grid(bits=bits)
 
 
-def test_grid_group_size_must_divide():
-    with pytest.raises(ValueError, match="does not divide the number of columns 10"):
-        Grid(bits=3, group_size=4).check_columns(10)
+def test_grid_group_size_at_most_the_width_and_ragged_groups():
+    with pytest.raises(ValueError, match="group_size 11 exceeds the number of columns 10"):
+        Grid(bits=3, group_size=11).check_columns(10)
+    assert Grid(bits=3, group_size=4).n_groups(10) == 3  # ⌈10/4⌉, the last one 2 wide
+    s, z = Grid(bits=3, group_size=4).static_params(torch.arange(20.0).reshape(2, 10))
+    assert s.shape == (2, 3)
     with pytest.raises(ValueError, match="group_size must be None"):
         Grid(bits=3, group_size=0)
 

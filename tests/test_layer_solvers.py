@@ -26,7 +26,6 @@ def _problem(m=24, n=64, seed=0, dead=()):
     return LayerProblem(W, H)
 
 
-# group size == blocksize keeps the reference's group refresh on fully updated weights
 @pytest.mark.parametrize("grid", [Grid(3), Grid(2), Grid(4, group_size=16), Grid(3, group_size=16, static_groups=True), Grid(3, sym=True), Grid(2, mse=True)])
 @pytest.mark.parametrize("act_order", [False, True])
 def test_gptq_matches_reference_implementation(grid, act_order):
@@ -49,7 +48,7 @@ def test_gptq_matches_reference_implementation(grid, act_order):
 def test_gptq_equals_babai_code_for_code(grid, act_order):
     P = _problem(m=40, n=96, seed=3, dead=(7, 50))
     a = solve(P, grid, "gptq", act_order=act_order, blocksize=32)
-    b = solve(P, grid, "babai", act_order=act_order)
+    b = solve(P, grid, "babai", act_order=act_order, blocksize=32)  # the block of GPTQ's group refresh
     assert int((a.codes != b.codes).sum()) == 0
     assert torch.equal(a.scales, b.scales) and torch.equal(a.zeros, b.zeros)
     assert a.error == pytest.approx(b.error, rel=1e-9)
@@ -150,7 +149,9 @@ def test_refine_is_monotone_and_a_local_minimum():
         a = solve(P, grid, base, act_order=True)
         r = solve(P, grid, base + "+refine", act_order=True)
         assert r.method == base + "+refine"
-        assert r.error <= a.error
+        # refine scores the float32 dequantized weights, GPTQ its float64 recursion: a change of
+        # ~1e-7 relative (float32 rounding of the weights) is no move at all
+        assert r.error <= a.error * (1 + 1e-7)
         assert torch.equal(r.scales, a.scales)
     # no single ±1 move improves the refined solution
     gi = r.g_idx.long()
@@ -196,8 +197,8 @@ def test_solve_bad_input():
         solve(P, Grid(3), "optq")
     with pytest.raises(ValueError, match="unknown method 'gptq\\+polish'"):
         solve(P, Grid(3), "gptq+polish")
-    with pytest.raises(ValueError, match="does not divide the number of columns 30"):
-        solve(P, Grid(3, group_size=16), "gptq")
+    with pytest.raises(ValueError, match="exceeds the number of columns 30"):
+        solve(P, Grid(3, group_size=32), "gptq")
     with pytest.raises(ValueError, match="unknown option"):
         solve(P, Grid(3), "gptq", blocksise=4)
     with pytest.raises(ValueError, match="per-channel grid"):

@@ -53,6 +53,43 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
                f"({res.samples} samples) -> {res.path}")
 
 
+@click.command("campaign")
+@click.option("--dims", required=True, help="Dimensions, e.g. '13-32' or '25,27,30-32'.")
+@click.option("--methods", default="matrix-exp-free", show_default=True,
+              help="Comma-separated search methods, run in this order in each dimension.")
+@click.option("--preset", type=click.Choice(PRESETS), default="fast", show_default=True)
+@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=int, default=None, help="Override the preset's number of steps.")
+@click.option("--samples", type=int, default=10**6, show_default=True,
+              help="Fresh points for each final NSM estimate.")
+@click.option("--budget-hours", type=float, default=None,
+              help="Checkpoint and stop after this many hours (--resume continues).")
+@click.option("--out", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
+@click.option("--state", type=click.Path(file_okay=False), default="results/campaign", show_default=True,
+              help="Campaign folder (settings, task states, checkpoints); commit it to resume elsewhere.")
+@click.option("--resume", is_flag=True, help="Continue the campaign in --state.")
+@click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
+@click.option("--workers", type=int, default=None, help="Local processes per search.")
+@click.option("--checkpoint-every", type=float, default=120.0, show_default=True, help="Seconds.")
+def campaign_cmd(dims, methods, preset, restarts, seed, steps, samples, budget_hours, out, state,
+                 resume, ray_address, workers, checkpoint_every):
+    """Long searches over many dimensions, checkpointed and resumable across sessions."""
+    from latticeq.design.campaign import run_campaign
+
+    try:
+        rec = run_campaign(dims, [m.strip() for m in methods.split(",") if m.strip()],
+                           preset=preset, restarts=restarts, seed=seed, samples=samples,
+                           steps=steps, out=out, state=state, resume=resume,
+                           budget_hours=budget_hours, ray=ray_address, workers=workers,
+                           checkpoint_every=checkpoint_every)
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    done = sum(t.get("status") == "done" for t in rec["tasks"].values())
+    total = len(rec["settings"]["dims"]) * len(rec["settings"]["methods"])
+    click.echo(f"campaign: {done}/{total} tasks done ({state}/campaign.json)")
+
+
 @click.command("splice")
 @click.option("--dim", "dim", type=int, default=None, help="Best splice in this dimension.")
 @click.option("--components", default=None, help="Explicit product, e.g. 'K12,Z'.")
@@ -133,4 +170,4 @@ def study_cmd(dims, results, out):
     click.echo(f"{len(rows)} dimensions -> {out}/study.csv, study.md, study.png")
 
 
-COMMANDS = [search_cmd, splice_cmd, compare_cmd, identify_cmd, study_cmd]
+COMMANDS = [search_cmd, campaign_cmd, splice_cmd, compare_cmd, identify_cmd, study_cmd]

@@ -17,7 +17,11 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.argument("w_path", metavar="W.npy", type=click.Path(dir_okay=False))
 @click.argument("h_path", metavar="H.npy", type=click.Path(dir_okay=False))
 @click.option("--bits", type=int, required=True, help="Bits per weight (2-8).")
-@click.option("--group-size", type=int, default=None, help="Columns per scale group (must divide n); default per-channel.")
+@click.option("--group-size", type=int, default=None,
+              help="Columns per scale group (at most n; ⌈n/g⌉ groups, the last one smaller); default per-channel.")
+@click.option("--group-refresh", type=click.Choice(["published", "updated"]), default="published", show_default=True,
+              help="Dynamic groups' parameters from GPTQ's block view of the weights (as published) "
+                   "or from the fully error-updated weights.")
 @click.option("--sym", is_flag=True, help="Symmetric grid.")
 @click.option("--mse", is_flag=True, help="MSE-optimal clipping search of the grid range.")
 @click.option("--static-groups", is_flag=True, help="Group parameters from the original weights.")
@@ -31,7 +35,7 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.option("--max-nodes", type=int, default=None, help="Node budget per row and block for --method block.")
 @click.option("--k", "k", type=int, default=None, help="Candidates per row for --method kbest.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
-def quantize_layer(w_path, h_path, bits, group_size, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, out):
+def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, out):
     """Quantize one linear layer W (m×n) with proxy Hessian H (n×n) and write OUT.npz
     (codes, scales, zeros, g_idx, dequant, perm, error, relative_error, provenance)."""
     import numpy as np
@@ -48,14 +52,16 @@ def quantize_layer(w_path, h_path, bits, group_size, sym, mse, static_groups, ac
     try:
         W = torch.from_numpy(np.load(w_path))
         H = torch.from_numpy(np.load(h_path))
-        grid = Grid(bits=bits, group_size=group_size, sym=sym, mse=mse, static_groups=static_groups)
+        grid = Grid(bits=bits, group_size=group_size, sym=sym, mse=mse, static_groups=static_groups,
+                    group_refresh=group_refresh)
         problem = LayerProblem(W, H)
         options = {kk: v for kk, v in {"block": block, "max_nodes": max_nodes, "k": k}.items() if v is not None}
         sol = solve(problem, grid, method, act_order=act_order, percdamp=percdamp, seed=seed, **options)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     provenance = {
-        "method": method, "bits": bits, "group_size": group_size, "sym": sym, "mse": mse,
+        "method": method, "bits": bits, "group_size": group_size, "group_refresh": group_refresh,
+        "sym": sym, "mse": mse,
         "static_groups": static_groups, "act_order": act_order, "percdamp": percdamp, "seed": seed,
         "options": options, "W": os.path.abspath(w_path), "H": os.path.abspath(h_path),
         "latticeq": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

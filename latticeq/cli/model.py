@@ -19,6 +19,9 @@ def _methods_help() -> str:
 @click.argument("model")
 @click.option("--bits", required=True, type=int, help="Bits per weight (2–8).")
 @click.option("--group-size", type=int, default=None, help="Columns per scale group (default: per-channel).")
+@click.option("--group-refresh", type=click.Choice(["published", "updated"]), default="published", show_default=True,
+              help="Dynamic groups' parameters from GPTQ's block view of the weights (as published) "
+                   "or from the fully error-updated weights.")
 @click.option("--sym", is_flag=True, help="Symmetric grid (zero point 2^(b-1)).")
 @click.option("--mse", is_flag=True, help="MSE-optimal clipping search of each grid range (GPTQ's mse=True).")
 @click.option("--act-order", is_flag=True, help="Process columns by descending diag(H) (GPTQ desc_act).")
@@ -39,7 +42,7 @@ def _methods_help() -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out after its last finished block.")
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def quantize(model, bits, group_size, sym, mse, act_order, method, calib, nsamples, seqlen, seed, device,
+def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method, calib, nsamples, seqlen, seed, device,
              eval_text, eval_windows, damp, checkpoint_format, out, resume, force, no_progress):
     """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint."""
     from latticeq.nn.pipeline import quantize_to_checkpoint
@@ -55,6 +58,7 @@ def quantize(model, bits, group_size, sym, mse, act_order, method, calib, nsampl
             calib=texts, nsamples=nsamples, seqlen=seqlen, seed=seed, device=device,
             eval_text=eval_text, eval_windows=eval_windows, percdamp=damp,
             checkpoint_format=checkpoint_format, resume=resume, force=force, progress=not no_progress,
+            group_refresh=group_refresh,
         )
     except _USER_ERRORS as exc:
         fail(str(exc))

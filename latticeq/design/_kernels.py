@@ -91,7 +91,10 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
     """Run steps ``t_start <= t < t_stop`` of Agrell–Allen Algorithm 1 in place on ``B``.
 
     Returns the sum of ``||e||^2 / n`` over the points drawn (for a running NSM estimate; B has
-    unit volume, so this averages to the NSM).
+    unit volume, so this averages to the NSM), or NaN as soon as the iteration diverges (a
+    diagonal entry leaves ``[1e-4, 1e4]`` or is not finite, or a point's ``||e||^2/n`` exceeds
+    100, far above any unit-volume reduced lattice's): a too large step size, which would
+    otherwise send the decoder into an endless search of a degenerate lattice.
     """
     np.random.seed(seed)
     n = B.shape[0]
@@ -110,6 +113,8 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
     for t in range(t_start, t_stop):
         mu = mu0 * nu ** (-t / denom)
         for i in range(n):
+            if not (1e-4 <= B[i, i] <= 1e4):  # also catches NaN
+                return np.nan
             inv[i] = 1.0 / B[i, i]
         if batch > 1:
             for i in range(n):
@@ -133,6 +138,8 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
                     s += y[i] * B[i, j]
                 e[j] = s
                 e2 += s * s
+            if not (e2 / n <= 100.0):
+                return np.nan
             acc += e2 / n
             if batch == 1:
                 for i in range(n):

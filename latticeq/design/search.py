@@ -23,7 +23,7 @@ import json
 import math
 import os
 import shutil
-import tempfile
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from latticeq.design import _kernels as K
+from latticeq.io import atomic_write_json
 
 METHODS = ("sgd", "splice", "householder", "matrix-exp", "matrix-exp-free")
 PRESETS = ("fast", "medium", "slow")
@@ -59,17 +60,7 @@ class SearchResult:
 
 # ----------------------------------------------------------------------------- helpers
 def _atomic_write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, obj, indent=None, mkdir=True)
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -141,6 +132,32 @@ def validate(dim, method, preset, restarts=1):
         raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
 
 
+class SearchPaused(RuntimeError):
+    """A search stopped at its deadline after checkpointing; ``resume=True`` continues it."""
+
+
+#: settings a resumed search must share with its checkpoint (the rest is derived)
+RESUME_KEYS = ("dim", "method", "preset", "seed", "restarts", "init", "fusion_overrides",
+               "sgd_overrides", "select_samples")
+
+
+def _initial_state(cfg: dict, rseed: int):
+    """The starting optimizer state of one restart (validates every setting on the way)."""
+    n = cfg["dim"]
+    if cfg["method"] == "sgd":
+        from latticeq.design import sgd as S
+
+        init = None if cfg.get("init") is None else np.asarray(cfg["init"])
+        return S.sgd_start(n, preset=cfg["preset"], seed=rseed, init=init,
+                           **(cfg.get("sgd_overrides") or {}))
+    from latticeq.design import fusion as F
+    from latticeq.design.splice import best_splice
+
+    kw = dict(FUSION_PRESETS[cfg["preset"]])
+    kw.update(cfg.get("fusion_overrides") or {})
+    return F.fusion_start(best_splice(n).lattice(), method=cfg["method"], seed=rseed, **kw)
+
+
 # ----------------------------------------------------------------------------- one restart
 def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
     """Run (or continue) restart ``index``; checkpoint to ``ckpt_path``; return its record."""
@@ -162,17 +179,27 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
                                   "step": state.step, "steps": state.steps})
 
     def on_chunk(state):
-        if time.monotonic() - last[0] >= cfg["checkpoint_every"]:
+        now = time.monotonic()
+        if now - last[0] >= cfg["checkpoint_every"]:
             save(state)
-            last[0] = time.monotonic()
+            last[0] = now
+            if cfg.get("log_lines"):
+                nsm = state.history[-1][1] if state.history else float("nan")
+                print(f"n={n} {method} restart {index}: step {state.step}/{state.steps} "
+                      f"running NSM {nsm:.6f}, {state.wall_time:.0f} s", flush=True)
+        if cfg.get("parent_pid") is not None and os.getppid() != cfg["parent_pid"]:
+            save(state)  # the search that started this worker is gone: stop, resumable
+            os._exit(3)
+        if cfg.get("deadline") is not None and time.time() >= cfg["deadline"]:
+            save(state)
+            raise SearchPaused(f"n={n} {method} restart {index} paused at step {state.step} "
+                               f"of {state.steps} (budget reached); --resume continues it")
 
     if method == "sgd":
         if rec is not None:
             state = S.SGDState.from_dict(rec["state"])
         else:
-            init = None if cfg.get("init") is None else np.asarray(cfg["init"])
-            kw = dict(cfg.get("sgd_overrides") or {})
-            state = S.sgd_start(n, preset=cfg["preset"], seed=rseed, init=init, **kw)
+            state = _initial_state(cfg, rseed)
         save(state)
         state = S.sgd(n, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
                       chunk=cfg.get("chunk") or 20000)
@@ -181,11 +208,7 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
         if rec is not None:
             state = F.FusionState.from_dict(rec["state"])
         else:
-            from latticeq.design.splice import best_splice
-            sp = best_splice(n).lattice()
-            kw = dict(FUSION_PRESETS[cfg["preset"]])
-            kw.update(cfg.get("fusion_overrides") or {})
-            state = F.fusion_start(sp, method=method, seed=rseed, **kw)
+            state = _initial_state(cfg, rseed)
         save(state)
         state = F.fuse(None, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
                        chunk=cfg.get("chunk") or 50)
@@ -205,7 +228,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
                select_samples: int = 200_000, checkpoint_every: float = 120.0,
                init=None, name: str | None = None, fusion_overrides: dict | None = None,
                sgd_overrides: dict | None = None, chunk: int | None = None,
-               progress: bool = True) -> SearchResult:
+               progress: bool = True, checkpoints=None, deadline: float | None = None,
+               log_lines: bool | None = None) -> SearchResult:
     """Search for a good lattice quantizer in dimension ``dim`` with ``method``.
 
     Parameters
@@ -222,6 +246,18 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     init : starting generator for SGD (e.g. the best fused lattice; array or Lattice).
     chunk : steps between progress updates / checkpoint opportunities (default: SGD 20000,
         fusion 50).
+    checkpoints : folder holding this search's checkpoint folder (default ``{out}/.checkpoints``;
+        campaigns keep theirs in a folder that is committed, so another machine can resume).
+    deadline : ``time.time()`` after which every restart checkpoints and the search raises
+        :class:`SearchPaused` (``resume=True`` continues it).
+    log_lines : print one plain line per checkpoint (default: when stdout is not a terminal,
+        where a progress bar shows nothing).
+
+    Raises
+    ------
+    ValueError
+        On any invalid setting, before anything is written; when resuming with settings that
+        differ from the checkpoint's (naming each difference).
     """
     validate(dim, method, preset, restarts)
     if final_samples < 2 or select_samples < 2:
@@ -242,13 +278,18 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     if method == "splice":
         return _save_splice(dim, result_path, __version__)
 
-    ckdir = out / ".checkpoints" / tag
+    ckdir = (out / ".checkpoints" if checkpoints is None else Path(checkpoints)) / tag
     manifest_path = ckdir / "manifest.json"
+    if log_lines is None:
+        log_lines = not sys.stdout.isatty()
     cfg = {"format": CHECKPOINT_FORMAT, "dim": int(dim), "method": method, "preset": preset,
            "seed": int(seed), "restarts": int(restarts), "select_samples": int(select_samples),
            "checkpoint_every": float(checkpoint_every), "init": init,
            "fusion_overrides": fusion_overrides, "sgd_overrides": sgd_overrides,
            "chunk": chunk, "inner_progress": False}
+    if not checkpoint_every >= 0:
+        raise ValueError(f"checkpoint_every must be a number of seconds >= 0 (0: after every chunk), got {checkpoint_every!r}")
+    _initial_state(cfg, 0)  # every setting validated before anything is written
     if ckdir.exists() and any(ckdir.iterdir()):
         if not resume:
             raise FileExistsError(f"a checkpoint of this search exists at {ckdir}; pass "
@@ -259,16 +300,16 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
         if man.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"foreign checkpoint {manifest_path}: format is "
                              f"{man.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-        for key in ("dim", "method", "preset", "seed"):
-            if man.get(key) != cfg[key]:
-                raise ValueError(f"checkpoint {manifest_path} belongs to another search: "
-                                 f"{key}={man.get(key)!r}, this search has {key}={cfg[key]!r}")
-        for key in ("init", "fusion_overrides", "sgd_overrides", "select_samples"):
-            cfg[key] = man.get(key)
-        cfg["restarts"] = max(int(man.get("restarts", 1)), cfg["restarts"])
+        diff = [f"{k}: checkpoint {man.get(k)!r}, now {cfg[k]!r}" for k in RESUME_KEYS
+                if man.get(k) != cfg[k]]
+        if diff:
+            raise ValueError(f"checkpoint {manifest_path} was made with other settings ("
+                             + "; ".join(diff) + "); resume with the same settings, or delete "
+                             "the folder to start over")
     elif resume:
         raise FileNotFoundError(f"nothing to resume: no checkpoint at {ckdir}")
     _atomic_write_json(manifest_path, cfg)
+    cfg = dict(cfg, deadline=deadline, log_lines=bool(log_lines))
 
     paths = [str(ckdir / f"r{i}.json") for i in range(cfg["restarts"])]
     for p in paths:  # validate existing restart checkpoints before any work
@@ -392,6 +433,7 @@ def _dispatch(cfg, paths, ray_address, workers, progress) -> list[dict]:
         import concurrent.futures as cf
         import multiprocessing as mp
 
+        cfg = dict(cfg, parent_pid=os.getpid())  # workers stop when this process dies
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
             futs = [ex.submit(_restart_task, cfg, i, p) for i, p in enumerate(paths)]
             while True:

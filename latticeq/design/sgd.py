@@ -21,6 +21,7 @@ checkpoints.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +29,10 @@ import numpy as np
 
 from latticeq.design import _kernels as K
 from latticeq.lattice.decode.sphere import BOUND_NONE, decode_one, make_workspace
+
+
+class SGDDiverged(ValueError):
+    """The SGD iteration left the region of sane lattices (step size too large)."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,9 @@ def sgd_start(n: int, *, preset: str = "fast", steps: int | None = None,
         raise ValueError(f"batch must be >= 1, got {batch}")
     if reduce_every < 1:
         raise ValueError(f"reduce_every must be >= 1, got {reduce_every}")
-    if mu0 <= 0 or nu <= 0:
-        raise ValueError("mu0 and nu must be positive")
+    for name, v in (("mu0", mu0), ("nu", nu)):
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
     if init is None:
         B = random_reduced_generator(n, seed)
     else:
@@ -145,6 +151,9 @@ def sgd_advance(state: SGDState, max_steps: int) -> SGDState:
     start = time.perf_counter()
     acc = K.sgd_chunk(state.generator, t0, t1, state.steps, state.mu0, state.nu,
                       state.reduce_every, state.batch, _chunk_seed(state.seed, t0))
+    if not math.isfinite(acc):
+        raise SGDDiverged(f"SGD diverged between steps {t0} and {t1} (mu0={state.mu0:g}); "
+                          "use a smaller --mu0 (the presets use 0.0005–0.005)")
     state.wall_time += time.perf_counter() - start
     m = (t1 - t0) * state.batch
     state.err_sum += acc

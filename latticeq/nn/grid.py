@@ -20,7 +20,10 @@ from typing import ClassVar
 
 import torch
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "GROUP_REFRESH"]
+
+#: where dynamic groups take their parameters from (see :class:`Grid`)
+GROUP_REFRESH = ("published", "updated")
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class Grid:
         Bits per weight, 2 to 8; codes lie in ``[0, maxq]`` with ``maxq = 2**bits - 1``.
     group_size : int or None
         ``None`` for one scale per output channel (row); otherwise the number of consecutive
-        columns sharing a scale (must divide the number of columns ``n``).
+        columns sharing a scale, at most the number of columns ``n``. When it does not divide
+        ``n`` there are ``⌈n/g⌉`` groups, the last one smaller, as in GPTQ.
     sym : bool
         Symmetric grid: ``z = (maxq + 1) / 2`` and range ``[-max|x|, max|x|]``.
     mse : bool
@@ -43,6 +47,14 @@ class Grid:
         Compute all group parameters from the original weights before quantization (GPTQ
         ``--static-groups``) instead of refreshing them from the error-updated weights at
         each group boundary.
+    group_refresh : {"published", "updated"}
+        Which error-updated weights a dynamic group's parameters come from.
+        ``"published"`` (default) is GPTQ as published (IST-DASLab ``gptq.py``, GPTQModel):
+        the weights as the lazy-update block has them, i.e. updated by every column of the
+        earlier blocks but not by the earlier columns of the current block.
+        ``"updated"`` uses the fully error-updated weights (every earlier column's update), so
+        the result does not depend on the lazy-update block size. The two agree when every
+        group starts at a block start (e.g. g = 128 with blocks of 128).
 
     Examples
     --------
@@ -58,6 +70,7 @@ class Grid:
     sym: bool = False
     mse: bool = False
     static_groups: bool = False
+    group_refresh: str = "published"
 
     # MSE clipping search of the reference implementation
     _mse_grid: ClassVar[int] = 100
@@ -70,6 +83,8 @@ class Grid:
         if self.group_size is not None:
             if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 1:
                 raise ValueError(f"group_size must be None (per-channel) or a positive integer, got {self.group_size!r}")
+        if self.group_refresh not in GROUP_REFRESH:
+            raise ValueError(f"unknown group_refresh {self.group_refresh!r}; allowed: {', '.join(GROUP_REFRESH)}")
 
     @property
     def maxq(self) -> int:
@@ -77,17 +92,17 @@ class Grid:
         return 2**self.bits - 1
 
     def check_columns(self, n: int) -> None:
-        """Raise ValueError unless the group size divides the number of columns ``n``."""
-        if self.group_size is not None and n % self.group_size != 0:
+        """Raise ValueError unless the group size is at most the number of columns ``n``."""
+        if self.group_size is not None and self.group_size > n:
             raise ValueError(
-                f"group_size {self.group_size} does not divide the number of columns {n}; "
-                f"allowed: None (per-channel) or a divisor of {n}"
+                f"group_size {self.group_size} exceeds the number of columns {n}; "
+                f"allowed: None (per-channel) or a group size from 1 to {n}"
             )
 
     def n_groups(self, n: int) -> int:
-        """Number of column groups of an ``m × n`` weight (1 when per-channel)."""
+        """Number of column groups of an ``m × n`` weight, ``⌈n/g⌉`` (1 when per-channel)."""
         self.check_columns(n)
-        return 1 if self.group_size is None else n // self.group_size
+        return 1 if self.group_size is None else -(-n // self.group_size)
 
     # -- parameters ---------------------------------------------------------------------------
     def _minmax_params(self, xmin: torch.Tensor, xmax: torch.Tensor):
@@ -172,4 +187,5 @@ class Grid:
 
     def describe(self) -> str:
         gs = "per-channel" if self.group_size is None else f"g{self.group_size}"
-        return f"{self.bits}-bit {gs}{' sym' if self.sym else ''}{' mse' if self.mse else ''}{' static' if self.static_groups else ''}"
+        refresh = " refresh=updated" if self.group_refresh == "updated" and self.group_size is not None and not self.static_groups else ""
+        return f"{self.bits}-bit {gs}{' sym' if self.sym else ''}{' mse' if self.mse else ''}{' static' if self.static_groups else ''}{refresh}"

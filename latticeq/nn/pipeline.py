@@ -64,12 +64,20 @@ class QuantizeOptions:
     seed: int = 0
     mse: bool = False
     solver_options: dict = field(default_factory=dict)
+    group_refresh: str = "published"
+
+    @property
+    def grid(self):
+        """The :class:`~latticeq.nn.grid.Grid` these options describe (validates them)."""
+        from latticeq.nn.grid import Grid
+
+        return Grid(self.bits, group_size=self.group_size, sym=self.sym, mse=self.mse,
+                    group_refresh=self.group_refresh)
 
     def validate(self) -> None:
-        from latticeq.nn.grid import Grid
         from latticeq.nn.solvers import parse_method
 
-        Grid(self.bits, group_size=self.group_size, sym=self.sym, mse=self.mse)  # validates bits/group
+        self.grid  # validates bits, group size and group refresh
         parse_method(self.method)
         if not (isinstance(self.percdamp, (int, float)) and self.percdamp >= 0):
             raise ValueError(f"percdamp must be a number ≥ 0, got {self.percdamp!r}")
@@ -322,9 +330,7 @@ def quantize_model(
     import torch
 
     from latticeq.nn.checkpoint import quantized_layer
-    from latticeq.nn.grid import Grid
     from latticeq.nn.layer import HessianAccumulator, LayerProblem
-
     from latticeq.progress import make_progress
 
     options.validate()
@@ -342,7 +348,7 @@ def quantize_model(
             raise ValueError("device 'cuda' requested but CUDA is not available")
         torch.cuda.reset_peak_memory_stats(dev)
     blocks_name, blocks = check_model(model, options)
-    grid = Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
+    grid = options.grid
     state = Path(state_dir) if state_dir is not None else None
     fingerprint = {"options": options.to_dict(),
                    "windows": list(windows.shape) if calibrated else None,
@@ -461,10 +467,8 @@ def quantize_model(
 
 def check_model(model, options: QuantizeOptions):
     """Validate that ``model`` has decoder blocks whose layers fit the grid; returns the blocks."""
-    from latticeq.nn.grid import Grid
-
     blocks_name, blocks = find_blocks(model)
-    Grid(options.bits, group_size=options.group_size, sym=options.sym, mse=options.mse)
+    options.grid  # validates
     gs = options.group_size
     if gs is not None:
         widths = {(mod.weight.shape[0] if _is_conv1d(mod) else mod.weight.shape[1])
@@ -477,20 +481,9 @@ def check_model(model, options: QuantizeOptions):
 
 def solve_layer(W, H, grid, options):
     """Solve one layer; a group size that does not divide ``n`` works as in GPTQ (⌈n/g⌉ groups,
-    the last one smaller): ``W`` and ``H`` are padded with zero (dead) columns to a multiple of
-    ``g`` — dead columns are zero in every solver and do not interact with live ones, and
-    ``min(x, 0)``/``max(x, 0)`` ranges make the padding invisible to the scales — and the
-    padding is cut from the codes and ``g_idx`` afterwards."""
-    import torch
-
+    the last one smaller), handled by the grid and the solvers themselves."""
     from latticeq.nn.solvers import solve
 
-    m, n = W.shape
-    g = grid.group_size
-    pad = 0 if g is None or n % g == 0 else g - n % g
-    if pad:
-        W = torch.cat([W, torch.zeros(m, pad, dtype=W.dtype, device=W.device)], dim=1)
-        H = torch.nn.functional.pad(H, (0, pad, 0, pad))
     problem, _ = _layer_problem(W, H)
     kw = dict(method=options.method, act_order=options.act_order, percdamp=options.percdamp,
               seed=options.seed, **options.solver_options)
@@ -502,15 +495,7 @@ def solve_layer(W, H, grid, options):
             raise
         problem, _ = _layer_problem(W.cpu(), H.cpu())
         sol = solve(problem, grid, **kw)
-    codes, g_idx = sol.codes[:, :n], sol.g_idx[:n]
-    if pad:
-        used = torch.unique(g_idx.long())
-        if used.numel() != sol.scales.shape[1]:  # a group made only of padding: drop it
-            remap = torch.full((sol.scales.shape[1],), -1, dtype=torch.long)
-            remap[used] = torch.arange(used.numel())
-            g_idx = remap[g_idx.long()].to(sol.g_idx.dtype)
-            sol.scales, sol.zeros = sol.scales[:, used], sol.zeros[:, used]
-    return sol, codes, g_idx
+    return sol, sol.codes, sol.g_idx
 
 
 def _layer_problem(W, H):
@@ -608,6 +593,7 @@ def quantize_to_checkpoint(
     force: bool = False,
     progress: bool = True,
     solver_options: dict | None = None,
+    group_refresh: str = "published",
 ) -> dict:
     """Load a model, quantize it sequentially, optionally evaluate, save a GPTQ checkpoint.
 
@@ -632,7 +618,8 @@ def quantize_to_checkpoint(
     t_start = time.perf_counter()
     options = QuantizeOptions(bits=bits, group_size=group_size, sym=sym, mse=mse, act_order=act_order,
                               method=method, percdamp=percdamp, true_sequential=true_sequential,
-                              seed=seed, solver_options=dict(solver_options or {}))
+                              seed=seed, solver_options=dict(solver_options or {}),
+                              group_refresh=group_refresh)
     options.validate()
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
@@ -675,6 +662,7 @@ def quantize_to_checkpoint(
         seed=seed, perplexity=ppl, eval=ev, wall_time_s=time.perf_counter() - t_start,
         quant_time_s=result.quant_time_s, peak_memory_bytes=result.peak_memory_bytes,
         layers=result.layer_stats,
+        group_refresh=group_refresh if group_size is not None else None,
     )
     save_checkpoint(net, result.layers, out, bits=bits, group_size=group_size, sym=sym,
                     desc_act=act_order, damp_percent=percdamp, true_sequential=true_sequential,

@@ -3,7 +3,7 @@
 Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other tools, e.g.
 :mod:`latticeq.draw`, read them)::
 
-    model, method, bits, group_size, sym, mse, act_order,
+    model, method, bits, group_size, group_refresh, sym, mse, act_order,
     calibration {source, nsamples, seqlen}, seed,
     perplexity, eval {text, seqlen, windows[, window_nll]},
     wall_time_s, quant_time_s, peak_memory_bytes,
@@ -19,7 +19,11 @@ scored on the same windows get a paired standard error on their perplexity ratio
 (:func:`paired_ratio`).
 
 ``mse`` marks grids whose ranges came from the MSE clipping search (records written before
-the key existed read as ``False``). The unquantized baseline is recorded with ``method = "none"``, ``bits = None`` and no layers.
+the key existed read as ``False``). ``group_refresh`` says where dynamic groups took their
+parameters from (``"published"``: GPTQ's block view of the weights; ``"updated"``: the fully
+error-updated weights; ``None`` without dynamic groups). Records written before the key
+existed lack it: they used the fully updated weights, and widths that a group size does not
+divide were zero-padded (which raised the damping slightly). The unquantized baseline is recorded with ``method = "none"``, ``bits = None`` and no layers.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ __all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "paired
            "plot_records"]
 
 RECORD_KEYS = (
-    "model", "method", "bits", "group_size", "sym", "mse", "act_order", "calibration", "seed",
+    "model", "method", "bits", "group_size", "group_refresh", "sym", "mse", "act_order", "calibration", "seed",
     "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "layers",
     "latticeq_version", "created",
 )
@@ -61,6 +65,7 @@ def make_record(
     peak_memory_bytes: int | None,
     layers: list,
     mse: bool = False,
+    group_refresh: str | None = None,
 ) -> dict:
     """A run record with exactly :data:`RECORD_KEYS` (validated)."""
     from latticeq import __version__
@@ -81,11 +86,13 @@ def make_record(
                              f"(and optionally error_metric); got {sorted(rec)}")
         if rec.get("error_metric", "hessian") not in ("hessian", "weight"):
             raise ValueError(f"error_metric must be 'hessian' or 'weight', got {rec['error_metric']!r}")
+    if group_refresh not in (None, "published", "updated"):
+        raise ValueError(f"group_refresh must be None, 'published' or 'updated', got {group_refresh!r}")
     if perplexity is not None and not math.isfinite(perplexity):
         perplexity = None if math.isnan(perplexity) else float("inf")
     return {
         "model": str(model), "method": str(method), "bits": bits, "group_size": group_size,
-        "sym": bool(sym), "mse": bool(mse), "act_order": bool(act_order), "calibration": calibration,
+        "group_refresh": group_refresh, "sym": bool(sym), "mse": bool(mse), "act_order": bool(act_order), "calibration": calibration,
         "seed": seed, "perplexity": perplexity, "eval": eval,
         "wall_time_s": float(wall_time_s),
         "quant_time_s": None if quant_time_s is None else float(quant_time_s),

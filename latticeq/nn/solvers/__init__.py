@@ -162,7 +162,7 @@ def _decode(base_method, problem, grid, prep, options, stats, *, seed, blocksize
         if trace:
             stats["trace"] = _gptq.gptq_trace(prep, S, Z, trace_rows)
     elif base_method == "babai":
-        Vp, S, Z, st = _babai.nearest_plane_codes(prep)
+        Vp, S, Z, st = _babai.nearest_plane_codes(prep, blocksize=blocksize)
         B = st.pop("B")
         stats["lattice_distance2"] = st["lattice_distance2"]
         stats["error_bound"] = _babai.babai_bound(B, S).cpu()

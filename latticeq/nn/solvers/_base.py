@@ -208,15 +208,17 @@ def assemble(problem: LayerProblem, prep: Prepared, codes_p: torch.Tensor, S: to
 
 
 def gptq_blocksize(grid: Grid, blocksize: int) -> int:
-    """Block size aligned so that dynamic groups never straddle a lazy-update block.
+    """The lazy-update block size GPTQ runs with.
 
-    Results do not depend on the block size in exact arithmetic; alignment only guarantees
-    that a group's parameters are computed from fully error-updated weights.
+    As published (``group_refresh="published"``) it is ``blocksize`` itself: dynamic groups
+    then take their parameters from the block's view of the weights, which depends on it.
+    With ``group_refresh="updated"`` the block is aligned so that dynamic groups never
+    straddle a block; results then do not depend on the block size in exact arithmetic.
     """
-    if blocksize < 1:
-        raise ValueError(f"blocksize must be positive, got {blocksize}")
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise ValueError(f"blocksize must be a positive integer, got {blocksize!r}")
     g = grid.group_size
-    if g is None or grid.static_groups:
+    if g is None or grid.static_groups or grid.group_refresh == "published":
         return blocksize
     if g <= blocksize:
         return g * (blocksize // g)

@@ -20,6 +20,7 @@ Unclipped, the error of each row obeys Babai's bound
 Dynamic groups: at a group boundary k the error-updated weights are the coordinates of the
 residual in the remaining basis, ``w' = x[k:] B[k:, k:]⁻¹ = x[k:] R[k:, k:]``; the group's grid
 parameters are computed from them, exactly as GPTQ computes them from its updated weights
+(as published, counting only the decisions before the current lazy-update block)
 (computed as ``w + D R`` with ``D`` the decided part of the residual, so that it is exactly
 ``w`` where no decision has reached; see :func:`latticeq.nn.solvers._kernels.nearest_plane`).
 """
@@ -40,9 +41,16 @@ def _upper_factor(prep: Prepared) -> torch.Tensor:
     return torch.linalg.solve_triangular(prep.R, eye, upper=True)
 
 
-def nearest_plane_codes(prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+def nearest_plane_codes(prep: Prepared, blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """Nearest-plane codes (processing order), per-column scales and zeros, stats with the
-    final lattice residual norms² per row (= damped row objective) and ``B``."""
+    final lattice residual norms² per row (= damped row objective) and ``B``.
+
+    ``blocksize`` matters only for dynamic groups refreshed as published
+    (``grid.group_refresh == "published"``), whose parameters GPTQ computes from the weights
+    updated by the decisions before the current lazy-update block: the residual's coordinates
+    in the basis from the block start ``i1``, ``w' = w[a:e] + D_{<i1}[i1:] R[i1:, a:e]``."""
+    from latticeq.nn.solvers._base import gptq_blocksize
+
     grid = prep.grid
     B = prep.B
     W = prep.W
@@ -53,17 +61,30 @@ def nearest_plane_codes(prep: Prepared) -> tuple[torch.Tensor, torch.Tensor, tor
     V = torch.zeros_like(W)
     maxq = float(grid.maxq)
     g = grid.group_size
-    starts = list(range(0, n, g)) if prep.dynamic else [0]
-    ends = starts[1:] + [n]
+    bsz = gptq_blocksize(grid, blocksize)
+    published = prep.dynamic and grid.group_refresh == "published"
+    cuts = {0, n}
+    if prep.dynamic:
+        cuts.update(range(0, n, g))
+    if published:
+        cuts.update(range(0, n, bsz))
+    cuts = sorted(cuts)
     cpu = W.device.type == "cpu"
-    for a, b in zip(starts, ends):
-        if prep.dynamic:
-            # coordinates of the residual in the remaining basis: w' = x[a:] R[a:, a:b]
-            # = w[a:b] + D[a:] R[a:, a:b] (exactly w before any decision touches the group)
-            wprime = W[:, a:b] + D[:, a:] @ prep.R[a:, a:b]
+    D_block = D
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        if published and a % bsz == 0:
+            D_block = D.clone()  # the decisions GPTQ's lazy updates have applied at this block
+        if prep.dynamic and a % g == 0:
+            e = min(a + g, n)
+            # coordinates of the residual in the remaining basis: w' = x[a:] R[a:, a:e]
+            # = w[a:e] + D[a:] R[a:, a:e] (exactly w before any decision touches the group);
+            # as published, only the decisions before the block start i1 count
+            i1 = a - a % bsz if published else a
+            Dsrc = D_block if published else D
+            wprime = W[:, a:e] + Dsrc[:, i1:] @ prep.R[i1:, a:e]
             s, z = grid.find_params(wprime)
-            S[:, a:b] = s[:, None]
-            Z[:, a:b] = z[:, None]
+            S[:, a:e] = s[:, None]
+            Z[:, a:e] = z[:, None]
         if cpu:
             from latticeq.nn.solvers._kernels import nearest_plane
 

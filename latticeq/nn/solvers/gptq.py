@@ -10,7 +10,11 @@ is rounded on the grid and its error is propagated to the later columns:
 Blocks of 128 columns take the in-block updates; later columns get one lazy update
 ``W[:, i2:] −= E @ R[i1:i2, i2:]`` per block. Act-order processes columns by descending
 ``diag H``; static groups fix all group parameters from the original weights; dynamic groups
-refresh them at each group boundary from the error-updated weights. On CPU the in-block
+refresh them at each group boundary from the error-updated weights — as published, from the
+weights as the current lazy-update block has them (updated by the earlier blocks, not by the
+earlier columns of the same block); ``Grid(group_refresh="updated")`` takes the fully updated
+weights instead. A group size that does not divide ``n`` gives ``⌈n/g⌉`` groups, the last
+one smaller, with no padding (the damping is the reference's). On CPU the in-block
 column loop is one compiled kernel (rows in parallel); on CUDA it is a torch loop.
 
 The same driver, with a different per-column rule, runs Klein's randomized rounding
@@ -95,7 +99,14 @@ def error_feedback(
             bounds = sorted(set([0, cb] + [p - i1 for p in range(((i1 + g - 1) // g) * g, i2, g)]))
         for a, b in zip(bounds[:-1], bounds[1:]):
             if prep.dynamic and (i1 + a) % g == 0:
-                s, z = grid.find_params(W1[:, a : a + g])
+                # published: the weights as the lazy-update block has them (W: updated by the
+                # earlier blocks only); updated: every earlier column's update (W1 inside the
+                # block; at a block start W is fully updated, also beyond the block when g > it)
+                if grid.group_refresh == "published" or a == 0:
+                    src = W[:, i1 + a : i1 + a + g]
+                else:
+                    src = W1[:, a : a + g]
+                s, z = grid.find_params(src)
                 S[:, i1 + a : i1 + a + g] = s[:, None]
                 Z[:, i1 + a : i1 + a + g] = z[:, None]
             S1 = S[:, i1:i2].contiguous()
