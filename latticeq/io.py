@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "check_output",
+    "check_writable_folder",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -33,6 +35,56 @@ __all__ = [
     "atomic_torch_save",
     "atomic_savefig",
 ]
+
+
+def check_output(path, *, force: bool = False, folder: bool = False, owned=None,
+                 what: str = "output") -> Path:
+    """Validate an output path *before* any work starts; returns it as a :class:`Path`.
+
+    The parent folder must exist and be writable (also false on a read-only file system).
+    An existing file is refused unless ``force``. For ``folder=True`` an existing non-empty
+    folder is refused unless ``force`` *and* ``owned(path)`` is true — ``--force`` never
+    replaces files latticeq did not write. ``what`` names the output in messages (e.g.
+    ``"--out"``). Raises ``FileNotFoundError``, ``PermissionError``, ``FileExistsError``,
+    ``IsADirectoryError`` or ``NotADirectoryError`` (all ``OSError``) with a message naming it.
+    """
+    p = Path(path)
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{what} {str(path)!r}: folder {str(parent)!r} is not writable")
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"{what} {str(path)!r} is a file, not a folder")
+        if p.is_dir() and any(p.iterdir()):
+            if not force:
+                raise FileExistsError(f"{what} {str(path)!r} exists and is not empty; pass --force to replace it")
+            if owned is None or not owned(p):
+                raise FileExistsError(f"{what} {str(path)!r} holds files latticeq did not write; --force only "
+                                      "replaces latticeq's own outputs: choose another folder")
+        return p
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name")
+    if p.exists() and not force:
+        raise FileExistsError(f"{what} {str(path)!r} exists; pass --force to overwrite it")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise PermissionError(f"{what} {str(path)!r} is not writable")
+    return p
+
+
+def check_writable_folder(path, *, what: str = "output folder") -> Path:
+    """A folder that exists and is writable, or that can be created (its nearest existing
+    ancestor is a writable folder); raises ``NotADirectoryError`` / ``PermissionError``."""
+    p = Path(path).absolute()
+    q = p
+    while not q.exists():
+        q = q.parent
+    if not q.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r}: {str(q)!r} is a file, not a folder")
+    if not os.access(q, os.W_OK):
+        raise PermissionError(f"{what} {str(path)!r}: folder {str(q)!r} is not writable")
+    return Path(path)
 
 
 def _default_permissions() -> int:

@@ -74,8 +74,12 @@ def test_pack_bad_input():
         ck.pack_codes(np.array([[16]]), 4)
     with pytest.raises(ValueError, match="bits"):
         ck.pack_codes(np.array([[1]]), 0)
-    with pytest.raises(ValueError, match="fewer than"):
+    with pytest.raises(ValueError, match="do not hold exactly 9 codes of 4 bits"):
         ck.unpack_codes(np.zeros((1, 1), dtype=np.int32), 4, 9)
+    # too many words is as wrong as too few: 3-bit data read as 2-bit
+    packed = ck.pack_codes(np.arange(64).reshape(64, 1) % 8, 3)
+    with pytest.raises(ValueError, match="the data and the stated bit width disagree"):
+        ck.unpack_codes(packed, 2, 64)
 
 
 def _random_layers(model, bits, group_size, seed=0):

@@ -202,7 +202,7 @@ def test_resume_after_interruption_gives_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(solvers, "solve", flaky)
     with pytest.raises(KeyboardInterrupt):
         pl.quantize_model(tiny_llama(layers=3), w, opts, state_dir=tmp_path / "st", progress=False)
-    assert (tmp_path / "st" / "block_0000.pt").exists() and not (tmp_path / "st" / "block_0001.pt").exists()
+    assert (tmp_path / "st" / "block_0000.safetensors").exists() and not (tmp_path / "st" / "block_0001.safetensors").exists()
     monkeypatch.setattr(solvers, "solve", real)
     m = tiny_llama(layers=3)
     res = pl.quantize_model(m, w, opts, state_dir=tmp_path / "st", resume=True, progress=False)

@@ -11,10 +11,33 @@ from latticeq.io import atomic_save_npy as _atomic_save_npy
 from latticeq.io import atomic_write
 
 
-def fail(message: str, code: int = 2):
+#: exit status of every user error (bad option, bad file, refused output), in every command
+USER_ERROR = 2
+
+
+def fail(message: str, code: int = USER_ERROR):
     """Print a clear error and exit non-zero (no traceback for user errors)."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def load_array(path, what: str):
+    """A numeric array from a ``.npy`` file (never a pickle), or exit with a clear error naming
+    ``what`` (e.g. ``"W.npy"``): missing, empty, truncated or not an array file."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        fail(f"{what} {str(path)!r}: file not found")
+    if p.stat().st_size == 0:
+        fail(f"{what} {str(path)!r} is empty (0 bytes), not a .npy array")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        fail(f"{what} {str(path)!r} is not a readable .npy array ({exc})")
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+        fail(f"{what} {str(path)!r} must hold a numeric array, got {getattr(a, 'dtype', type(a).__name__)}")
+    return a
 
 
 def load_lattice_arg(spec: str):

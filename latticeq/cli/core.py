@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from latticeq.cli.common import atomic_save_npy, fail, load_lattice_arg
+from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_arg
 
 
 @click.command()
@@ -30,7 +30,7 @@ def nsm(lattice, samples, seed, target_stderr, as_json, no_progress):
                          progress=not (no_progress or as_json))
     except ValueError as exc:
         fail(str(exc))
-    ref = catalog.reference_nsm(L.name) if L.name else None
+    ref = catalog.reference_nsm(L.name, strict=False) if L.name else None
     if ref is None and L.nsm is not None:
         ref = L.nsm[0]
     out = {"lattice": L.name or lattice, **r.to_dict(), "reference": ref,
@@ -55,16 +55,14 @@ def closest(lattice, points, out, coords, force):
     import numpy as np
 
     L = load_lattice_arg(lattice)
-    p = Path(points)
-    if not p.exists():
-        fail(f"no points file at {p}")
-    try:
-        X = np.load(p, allow_pickle=False)
-    except Exception as exc:
-        fail(f"could not read {p} as a .npy array: {exc}")
-    for target in [out] + ([coords] if coords else []):
-        if Path(target).exists() and not force:
-            fail(f"{target} exists; pass --force to overwrite it")
+    if not Path(points).exists():
+        fail(f"no points file at {points}")
+    X = load_array(points, "POINTS")
+    from latticeq.io import check_output
+
+    check_output(out, force=force, what="--out")
+    if coords:
+        check_output(coords, force=force, what="--coords")
     try:
         U = L.closest_coords(X)
     except ValueError as exc:
@@ -93,7 +91,9 @@ def info(lattice, as_json):
     except (ValueError, MemoryError) as exc:  # too many short vectors to enumerate
         d["minimum_norm"] = d["kissing_number"] = d["packing_density"] = None
         d["note"] = str(exc)
-    d["reference_nsm"] = catalog.reference_nsm(L.name) if L.name else None
+    d["reference_nsm"] = catalog.reference_nsm(L.name, strict=False) if L.name else None
+    if d["reference_nsm"] is None and L.nsm is not None:  # a saved result: its own estimate
+        d["reference_nsm"] = L.nsm[0]
     if as_json:
         d["generator"] = L.generator.tolist()
         click.echo(json.dumps(d))

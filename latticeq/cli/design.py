@@ -30,7 +30,9 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
                final_samples, init_path, name, steps, mu0, checkpoint_every, no_progress):
     """Search for a lattice quantizer; writes OUT/n{DIM}-{METHOD}.json."""
     from latticeq.design.search import run_search
+    from latticeq.io import check_writable_folder
 
+    check_writable_folder(out, what="--out")
     init = None
     if init_path is not None:
         from latticeq.lattice import Lattice
@@ -76,6 +78,10 @@ def campaign_cmd(dims, methods, preset, restarts, seed, steps, samples, budget_h
                  resume, ray_address, workers, checkpoint_every):
     """Long searches over many dimensions, checkpointed and resumable across sessions."""
     from latticeq.design.campaign import run_campaign
+    from latticeq.io import check_writable_folder
+
+    check_writable_folder(out, what="--out")
+    check_writable_folder(state, what="--state")
 
     try:
         rec = run_campaign(dims, [m.strip() for m in methods.split(",") if m.strip()],
@@ -94,9 +100,14 @@ def campaign_cmd(dims, methods, preset, restarts, seed, steps, samples, budget_h
 @click.option("--dim", "dim", type=int, default=None, help="Best splice in this dimension.")
 @click.option("--components", default=None, help="Explicit product, e.g. 'K12,Z'.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Save the lattice JSON.")
-def splice_cmd(dim, components, out):
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+def splice_cmd(dim, components, out, force):
     """Best orthogonal splice of catalog lattices (or a given product) and its NSM."""
     from latticeq.design.splice import best_splice, splice
+    from latticeq.io import check_output
+
+    if out:
+        check_output(out, force=force, what="--out")
 
     try:
         if components:
@@ -118,18 +129,24 @@ def splice_cmd(dim, components, out):
 @click.argument("a")
 @click.argument("b")
 @click.option("--tol", type=float, default=1e-6, show_default=True,
-              help="Relative tolerance (use ~1e-2 for numerically optimized lattices).")
+              help="Relative tolerance of the isometry test (use ~5e-2 for numerically optimized "
+                   "lattices, which are then also compared by their theta images, as identify does).")
 def compare_cmd(a, b, tol):
     """Whether lattices A and B (catalog names or JSON files) are equal up to rotation and scale."""
-    from latticeq.design.identify import compare, kissing_number
+    from latticeq.design.identify import compare, kissing_number, same_theta_shells
 
+    if not (tol > 0 and tol < 1):
+        raise click.BadParameter(f"must be between 0 and 1, got {tol}", param_hint="--tol")
     try:
-        same = compare(a, b, tol=tol)
+        same, how = compare(a, b, tol=tol), "isometry"
+        if not same and tol >= 1e-3:
+            same, how = same_theta_shells(a, b, rtol=tol), "theta image"
         ka, kb = kissing_number(a, rtol=max(tol, 1e-9)), kissing_number(b, rtol=max(tol, 1e-9))
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"kissing numbers: {a}: {ka}, {b}: {kb}")
-    click.echo(f"{'SAME' if same else 'DIFFERENT'} up to rotation and scale (tol={tol:g})")
+    click.echo(f"kissing numbers (shell within tol): {a}: {ka}, {b}: {kb}")
+    click.echo(f"{'SAME' if same else 'DIFFERENT'} up to rotation and scale (tol={tol:g}"
+               f"{', by ' + how if same else ''})")
 
 
 @click.command("identify")
@@ -137,9 +154,18 @@ def compare_cmd(a, b, tol):
 @click.option("--rtol", type=float, default=0.05, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the theta image (PNG).")
-def identify_cmd(lattice, rtol, plot_path):
+@click.option("--force", is_flag=True, help="Overwrite an existing --plot.")
+def identify_cmd(lattice, rtol, plot_path, force):
     """Theta image, approximate kissing number and the catalog lattice it matches (if any)."""
     from latticeq.design.identify import identify, kissing_number, plot_theta_images, theta_image
+
+    if plot_path:
+        from latticeq.draw._io import check_output_path
+
+        try:
+            check_output_path(plot_path, formats=("png", "svg"), force=force)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
 
     try:
         img = theta_image(lattice)
@@ -159,9 +185,18 @@ def identify_cmd(lattice, rtol, plot_path):
 @click.option("--dims", default="13-24", show_default=True)
 @click.option("--results", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True)
-def study_cmd(dims, results, out):
+@click.option("--force", is_flag=True, help="Overwrite existing OUT/study.{csv,md,png}.")
+def study_cmd(dims, results, out, force):
     """Write OUT/study.{csv,md,png} from the finished results."""
+    from pathlib import Path
+
     from latticeq.design.study import run_study
+    from latticeq.io import check_output
+
+    if not Path(out).is_dir():
+        raise click.ClickException(f"--out {out!r} is not an existing folder")
+    for name in ("study.csv", "study.md", "study.png"):
+        check_output(Path(out) / name, force=force, what="--out")
 
     try:
         rows = run_study(dims, results=results, out=out)

@@ -10,6 +10,7 @@ from latticeq.cli.common import fail, load_lattice_arg
 
 _OUT = click.option("--out", required=True, type=click.Path(dir_okay=False),
                     help="Output image, .png or .svg.")
+_FORCE = click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 _USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError)
 
 
@@ -30,17 +31,18 @@ def draw():
 @draw.command()
 @click.argument("lattice")
 @_OUT
+@_FORCE
 @click.option("--samples", default=60, show_default=True, type=int, help="Random points whose errors are drawn.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random points.")
 @click.option("--extent", default=2.0, show_default=True, type=float, help="Half-width of the window (unit-volume units).")
 @click.option("--no-normalize", is_flag=True, help="Draw the lattice at its own scale, not at unit volume.")
-def voronoi(lattice, out, samples, seed, extent, no_normalize):
+def voronoi(lattice, out, samples, seed, extent, no_normalize, force):
     """Voronoi cell of a 2-D or 3-D LATTICE (catalog name or saved JSON), with sample errors and the NSM."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.voronoi import plot_voronoi, voronoi_picture
 
     try:
-        check_output_path(out)
+        check_output_path(out, force=force)
         L = load_lattice_arg(lattice)
         pic = voronoi_picture(L, samples=samples, extent=extent, seed=seed, normalize=not no_normalize)
         path = plot_voronoi(pic, out, reference_nsm=_reference_nsm(L.name))
@@ -54,15 +56,16 @@ def voronoi(lattice, out, samples, seed, extent, no_normalize):
 @draw.command()
 @click.argument("lattices", nargs=-1, required=True)
 @_OUT
+@_FORCE
 @click.option("--max-norm2", type=float, default=None, help="Enumerate up to this squared norm (after scaling).")
 @click.option("--no-normalize", is_flag=True, help="Do not scale the lattices to unit volume.")
-def theta(lattices, out, max_norm2, no_normalize):
+def theta(lattices, out, max_norm2, no_normalize, force):
     """Theta image of one or more LATTICES overlaid (vectors by squared norm, per shell and cumulative)."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.theta import plot_theta, theta_curves
 
     try:
-        check_output_path(out)
+        check_output_path(out, force=force)
         lats = [load_lattice_arg(x) for x in lattices]
         curves = theta_curves(lats, max_norm2=max_norm2, normalize=not no_normalize)
         path = plot_theta(curves, out)
@@ -111,14 +114,15 @@ def _report_steps(pic, path):
 
 @draw.command()
 @_OUT
+@_FORCE
 @_steps_options
-def babai(out, x_path, w_path, dim, k, seed, bits, step, percdamp):
+def babai(out, x_path, w_path, dim, k, seed, bits, step, percdamp, force):
     """Babai's nearest planes in data space, before and after LLL, from the real solvers (2-D or 3-D)."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.steps import plot_babai
 
     try:
-        check_output_path(out)
+        check_output_path(out, force=force)
         pic = _steps(x_path, w_path, dim, k, seed, bits, step, percdamp)
         path = plot_babai(pic, out)
     except _USER_ERRORS as exc:
@@ -128,14 +132,15 @@ def babai(out, x_path, w_path, dim, k, seed, bits, step, percdamp):
 
 @draw.command()
 @_OUT
+@_FORCE
 @_steps_options
-def gptq(out, x_path, w_path, dim, k, seed, bits, step, percdamp):
+def gptq(out, x_path, w_path, dim, k, seed, bits, step, percdamp, force):
     """GPTQ's moving target in parameter space beside the same steps in data space (2-D or 3-D)."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.steps import plot_gptq
 
     try:
-        check_output_path(out)
+        check_output_path(out, force=force)
         pic = _steps(x_path, w_path, dim, k, seed, bits, step, percdamp)
         path = plot_gptq(pic, out)
     except _USER_ERRORS as exc:
@@ -146,14 +151,15 @@ def gptq(out, x_path, w_path, dim, k, seed, bits, step, percdamp):
 @draw.command()
 @click.argument("csv_path", metavar="STUDY_CSV", default="results/study.csv", type=click.Path(dir_okay=False))
 @_OUT
+@_FORCE
 @click.option("--relative", is_flag=True, help="Plot dB above the sphere bound instead of the NSM.")
-def study(csv_path, out, relative):
+def study(csv_path, out, relative, force):
     """NSM against dimension from the study CSV (default results/study.csv), with the sphere bound."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.results import load_study, plot_study
 
     try:
-        check_output_path(out)
+        check_output_path(out, force=force)
         s = load_study(csv_path)
         path = plot_study(s, out, relative=relative)
     except _USER_ERRORS as exc:
@@ -164,14 +170,15 @@ def study(csv_path, out, relative):
 @draw.command()
 @click.argument("records", nargs=-1, required=True, type=click.Path())
 @_OUT
+@_FORCE
 @click.option("--linear", is_flag=True, help="Linear perplexity axis (default log).")
-def quant(records, out, linear):
+def quant(records, out, linear, force):
     """Perplexity against bits per method from run RECORDS (JSON files or directories of them)."""
     from latticeq.draw._io import check_output_path
     from latticeq.draw.results import plot_quant, quant_series
 
     try:
-        check_output_path(out)
+        check_output_path(out, force=force)
         qs = quant_series(list(records))
         path = plot_quant(qs, out, log=not linear)
     except _USER_ERRORS as exc:

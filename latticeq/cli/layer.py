@@ -35,7 +35,8 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.option("--max-nodes", type=int, default=None, help="Node budget per row and block for --method block.")
 @click.option("--k", "k", type=int, default=None, help="Candidates per row for --method kbest.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
-def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, out):
+@click.option("--force", is_flag=True, help="Overwrite an existing --out.")
+def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, out, force):
     """Quantize one linear layer W (m×n) with proxy Hessian H (n×n) and write OUT.npz
     (codes, scales, zeros, g_idx, dequant, perm, error, relative_error, provenance)."""
     import numpy as np
@@ -46,12 +47,16 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
     from latticeq.nn.layer import LayerProblem
     from latticeq.nn.solvers import solve
 
+    from latticeq.cli.common import load_array
+    from latticeq.io import atomic_write, check_output
+
     for p in (w_path, h_path):
         if not os.path.exists(p):
             raise click.BadParameter(f"file not found: {p}")
+    check_output(out, force=force, what="--out")  # before any work
+    W = torch.from_numpy(load_array(w_path, "W.npy"))
+    H = torch.from_numpy(load_array(h_path, "H.npy"))
     try:
-        W = torch.from_numpy(np.load(w_path))
-        H = torch.from_numpy(np.load(h_path))
         grid = Grid(bits=bits, group_size=group_size, sym=sym, mse=mse, static_groups=static_groups,
                     group_refresh=group_refresh)
         problem = LayerProblem(W, H)
@@ -67,9 +72,7 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
         "latticeq": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": sol.stats.get("seconds"),
     }
-    tmp = out + ".tmp.npz"
-    np.savez(
-        tmp,
+    arrays = dict(
         codes=sol.codes.cpu().numpy(),
         scales=sol.scales.cpu().numpy(),
         zeros=sol.zeros.cpu().numpy(),
@@ -80,7 +83,8 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
         relative_error=np.float64(sol.relative_error),
         provenance=json.dumps(provenance),
     )
-    os.replace(tmp, out)
+    # a unique temp file beside OUT, renamed into place: concurrent writers never collide
+    atomic_write(out, lambda f: np.savez(f, **arrays))
     click.echo(f"{method}: error {sol.error:.6g}, relative error {sol.relative_error:.6g}, {sol.stats.get('seconds', 0):.3f} s -> {out}")
 
 

@@ -15,6 +15,19 @@ def _methods_help() -> str:
     return METHODS_HELP
 
 
+def _quiet_transformers() -> None:
+    """--no-progress: also silence transformers' and huggingface_hub's own progress bars."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass
+
+
 @click.command()
 @click.argument("model")
 @click.option("--bits", required=True, type=int, help="Bits per weight (2–8).")
@@ -47,6 +60,8 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
     """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint."""
     from latticeq.nn.pipeline import quantize_to_checkpoint
 
+    if no_progress:
+        _quiet_transformers()
     texts = None
     if calib is not None:
         texts = calib if calib.lower() in ("wikitext2", "c4") else [t for t in calib.split(",") if t]
@@ -74,20 +89,31 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
 @click.option("--max-windows", type=int, default=None, help="Score only the first K windows.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--record", type=click.Path(dir_okay=False), default=None, help="Also write a run record (JSON) here.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-def eval_(model, text, seqlen, max_windows, device, record, no_progress):
+@click.option("--force", is_flag=True, help="Overwrite an existing --record.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def eval_(model, text, seqlen, max_windows, device, record, force, no_progress):
     """Perplexity of MODEL_OR_CHECKPOINT on non-overlapping windows (GPTQ's evaluation)."""
     import time
 
+    from latticeq.io import check_output
+
+    if max_windows is not None and max_windows < 1:
+        raise click.BadParameter(f"must be a positive integer, got {max_windows}", param_hint="--max-windows")
+    if record:
+        check_output(record, force=force, what="--record")
+    if no_progress:
+        _quiet_transformers()
     try:
-        from latticeq.nn.evaluate import perplexity
+        from latticeq.nn.evaluate import eval_windows, perplexity
         from latticeq.nn.model import load_model, load_tokenizer, resolve_model
 
         t0 = time.perf_counter()
         src = resolve_model(model)
         tok = load_tokenizer(model)
+        windows, _ = eval_windows(tok, text, seqlen)  # the text is checked before the model loads
         net = load_model(model, device=device)
-        res = perplexity(net, tok, text=text, seqlen=seqlen, max_windows=max_windows, progress=not no_progress)
+        res = perplexity(net, tok, text=text, seqlen=seqlen, max_windows=max_windows, progress=not no_progress,
+                         windows=windows)
         if record:
             from latticeq.nn.records import make_record, write_record
 
@@ -126,12 +152,18 @@ def _checkpoint_record(folder, res, wall):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the Markdown table here (default: print).")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Perplexity against bits, PNG/SVG.")
 @click.option("--html", type=click.Path(dir_okay=False), default=None, help="Self-contained HTML report.")
-def report(results, out, plot, html):
+@click.option("--force", is_flag=True, help="Overwrite existing --out, --plot and --html files.")
+def report(results, out, plot, html, force):
     """Table (and plot) of run RESULTS: record JSON files or folders of them."""
     from pathlib import Path
 
     from latticeq.cli.common import atomic_write_bytes
+    from latticeq.io import check_output
     from latticeq.nn.records import markdown_table, plot_records, read_records
+
+    for opt, p in (("--out", out), ("--plot", plot), ("--html", html)):
+        if p:
+            check_output(p, force=force, what=opt)
 
     try:
         recs = read_records(results)

@@ -87,6 +87,25 @@ def compare(a, b, tol: float = 1e-6) -> bool:
     return bool(A.is_similar(B, tol=tol))
 
 
+def same_theta_shells(a, b, rtol: float = 0.05, shells: int = 2) -> bool:
+    """Whether the first ``shells`` shells of the two theta images agree: the same sizes and
+    mean norms (relative to the minimum) within ``5 rtol`` — the theta-image recognition of
+    Agrell, Pook-Kolb and Allen for numerically optimized lattices. ``b`` is taken as the
+    reference (its shells are split with a tight tolerance)."""
+    A, B = _as_lattice(a), _as_lattice(b)
+    if A.dim != B.dim:
+        return False
+
+    def inner(sh):  # shells well inside the cutoff (2 x minimum), so complete in both images
+        return [x for x in sh if x[0] <= 1.75 * sh[0][0]][:shells]
+
+    mine = inner(theta_image(A, max_ratio=2.0).shells(rtol))
+    ref = inner(theta_image(B, max_ratio=2.0).shells(1e-6))
+    return len(ref) == len(mine) and all(
+        r[1] == m[1] and abs(r[0] / ref[0][0] - m[0] / mine[0][0]) <= 5 * rtol * r[0] / ref[0][0]
+        for r, m in zip(ref, mine))
+
+
 def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) -> str | None:
     """Name of the catalog lattice of the same dimension that ``lattice`` approximately is, or None.
 
@@ -98,19 +117,11 @@ def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) ->
     from latticeq.lattice import catalog
 
     L = _as_lattice(lattice)
-    def inner(sh):  # shells well inside the cutoff (2 x minimum), so complete in both images
-        return [x for x in sh if x[0] <= 1.75 * sh[0][0]][:shells]
-
-    mine = inner(theta_image(L, max_ratio=2.0).shells(rtol))
     for name in catalog.names():
         C = catalog.get(name)
         if C.dim != L.dim:
             continue
-        ref = inner(theta_image(C, max_ratio=2.0).shells(1e-6))
-        same_theta = len(ref) == len(mine) and all(
-            a[1] == b[1] and abs(a[0] / ref[0][0] - b[0] / mine[0][0]) <= 5 * rtol * a[0] / ref[0][0]
-            for a, b in zip(ref, mine))
-        if same_theta:
+        if same_theta_shells(L, C, rtol=rtol, shells=shells):
             return name
         try:
             if compare(C, L, tol=tol):

@@ -10,18 +10,19 @@ from latticeq.io import atomic_write_bytes  # noqa: F401  (html.py imports it fr
 FORMATS = ("png", "svg")
 
 
-def check_output_path(out, *, formats=FORMATS) -> Path:
-    """Validate an output path before any work is done.
+def check_output_path(out, *, formats=FORMATS, force: bool = False) -> Path:
+    """Validate an output image path before any work is done.
 
     Raises
     ------
     ValueError
         If the suffix is not one of ``formats``.
-    FileNotFoundError
-        If the parent directory does not exist.
-    PermissionError
-        If the parent directory is not writable.
+    OSError
+        As :func:`latticeq.io.check_output`: missing or unwritable folder, a folder given, or
+        an existing file without ``force``.
     """
+    from latticeq.io import check_output
+
     path = Path(out)
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in formats:
@@ -29,14 +30,7 @@ def check_output_path(out, *, formats=FORMATS) -> Path:
             f"output file {str(path)!r} has suffix {path.suffix or '(none)'!r}; "
             f"allowed: {', '.join('.' + f for f in formats)}"
         )
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"cannot write {str(path)!r}: directory {str(parent)!r} is not writable")
-    if path.is_dir():
-        raise ValueError(f"output path {str(path)!r} is a directory; give a file name")
-    return path
+    return check_output(path, force=force, what="--out")
 
 
 def save_figure(fig, out, *, dpi: int = 130, description: str | None = None) -> Path:
@@ -52,7 +46,7 @@ def save_figure(fig, out, *, dpi: int = 130, description: str | None = None) -> 
 
     from latticeq import __version__
 
-    path = check_output_path(out)
+    path = check_output_path(out, force=True)  # callers that protect files check first
     fmt = path.suffix.lower().lstrip(".")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if fmt == "svg":

@@ -206,6 +206,8 @@ def _parse(name):
     key = name.strip().upper().replace("_", "").replace(" ", "")
     if key in _ALIASES:
         return _ALIASES[key]
+    if key == "Z":  # the integers: Z1
+        return "Z1"
     m = re.fullmatch(r"([ZADE])(\d+)([*+]?)", key)
     if not m:
         raise ValueError(f"unknown lattice {name!r}; known families: {FAMILIES}")
@@ -383,8 +385,11 @@ def _nsm_dn(n):
     return 2.0 ** (-2.0 / n) * (1.0 / 12.0 + 1.0 / (2.0 * n * (n + 1)))
 
 
-def reference_nsm(name):
+def reference_nsm(name, *, strict: bool = True):
     """Reference normalized second moment of a catalog lattice, or None when none is recorded.
+
+    ``strict=False`` also answers None for a name that is not a catalog name (e.g. the name
+    of a saved search result) instead of raising ValueError.
 
     Exact values: Zⁿ 1/12; Aₙ (n+1)^(−1/n)(1/12 + 1/(6(n+1))); Dₙ 2^(−2/n)(1/12 + 1/(2n(n+1)));
     A₂* = A₂; A₃* = D₃* 19/(192·2^(1/3)); D₃ = A₃; D₄ = D₄* 13/(120√2); D₅* 2641/(23040·2^(3/5)); E₆* 12619/(68040·3^(5/6));
@@ -392,6 +397,11 @@ def reference_nsm(name):
     Λ24 ≈ 0.0657532 ± 1.6e-6 (measured by latticeq, :data:`LEECH_NSM_MEASUREMENT`; the classical
     value 0.065771 is in :data:`CLASSICAL_NSM`). Similar lattices share a value (A₁ = A₁* = D₂ = D₂* ≅ Z).
     """
+    if not strict:
+        try:
+            _parse(name)
+        except (ValueError, KeyError):
+            return None
     canon = _parse(name)
     if canon in _REF:
         return _REF[canon]

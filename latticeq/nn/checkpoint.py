@@ -90,8 +90,9 @@ def unpack_codes(packed, bits: int, count: int, axis: int = 0) -> np.ndarray:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
         raise ValueError(f"bits must be an integer from 1 to 32, got {bits!r}")
     p = np.moveaxis(np.asarray(packed).view(np.uint32).astype(np.uint64), axis, 0)
-    if p.shape[0] * 32 < count * bits:
-        raise ValueError(f"{p.shape[0]} words hold fewer than {count} codes of {bits} bits")
+    if p.shape[0] != -(-count * bits // 32):
+        raise ValueError(f"{p.shape[0]} words along axis {axis} do not hold exactly {count} codes of {bits} bits "
+                         f"({-(-count * bits // 32)} words): the data and the stated bit width disagree")
     mask = np.uint64(2**bits - 1)
     out = np.zeros((count,) + p.shape[1:], dtype=np.uint64)
     for i in range(count):
@@ -202,12 +203,25 @@ def _layer_tensors(q: QuantizedLayer, checkpoint_format: str) -> dict:
 
 def _read_layer(tensors: dict, prefix: str, bits: int, m: int, n: int, checkpoint_format: str,
                 transposed: bool) -> QuantizedLayer:
-    qweight = tensors[prefix + "qweight"].numpy()
-    qzeros = tensors[prefix + "qzeros"].numpy()
-    scales = tensors[prefix + "scales"].numpy()
-    g_idx = tensors[prefix + "g_idx"].numpy()
-    codes = unpack_codes(qweight, bits, n, axis=0).T
-    zeros = unpack_codes(qzeros, bits, m, axis=1)
+    try:
+        qweight = tensors[prefix + "qweight"].numpy()
+        qzeros = tensors[prefix + "qzeros"].numpy()
+        scales = tensors[prefix + "scales"].numpy()
+        g_idx = tensors[prefix + "g_idx"].numpy()
+    except KeyError as exc:
+        raise ValueError(f"layer {prefix[:-1]!r} lacks tensor {exc.args[0]!r}") from None
+    G = scales.shape[0] if scales.ndim == 2 else -1
+    if scales.ndim != 2 or scales.shape[1] != m or g_idx.shape != (n,) or qzeros.ndim != 2 \
+            or qzeros.shape[0] != G or qweight.ndim != 2 or qweight.shape[1] != m:
+        raise ValueError(f"layer {prefix[:-1]!r}: inconsistent shapes qweight {qweight.shape}, qzeros "
+                         f"{qzeros.shape}, scales {scales.shape}, g_idx {g_idx.shape} for a {m}×{n} weight")
+    if n and (g_idx.min() < 0 or g_idx.max() >= G):
+        raise ValueError(f"layer {prefix[:-1]!r}: g_idx values outside [0, {G})")
+    try:
+        codes = unpack_codes(qweight, bits, n, axis=0).T
+        zeros = unpack_codes(qzeros, bits, m, axis=1)
+    except ValueError as exc:
+        raise ValueError(f"layer {prefix[:-1]!r} ({bits}-bit by its config): {exc}") from None
     if checkpoint_format == "gptq":
         zeros = np.mod(zeros + 1, 2**bits)
     return QuantizedLayer(codes, scales, zeros, g_idx.astype(np.int32), bits, transposed)
@@ -366,17 +380,28 @@ def save_checkpoint(
     return out
 
 
+def _load_weights(folder: Path) -> dict:
+    """The checkpoint's tensors; a clear error naming the file when it is truncated or corrupt."""
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_NAME
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # safetensors' own error type for a bad header or a short file
+        raise ValueError(f"{str(path)!r} is truncated or not a safetensors file ({exc})") from None
+
+
 def read_quantized_layers(folder, model=None) -> dict:
     """The quantized layers of a checkpoint as ``{name: QuantizedLayer}``.
 
     ``model`` (built from the checkpoint's config) tells the layer shapes and Conv1D layouts;
     without it shapes come from the tensors (``m`` from ``scales``, ``n`` from ``g_idx``).
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     qc = _read_qconfig(folder)
-    tensors = load_file(str(folder / WEIGHTS_NAME))
+    tensors = _load_weights(folder)
     modules = dict(model.named_modules()) if model is not None else {}
     out = {}
     for key in tensors:
@@ -391,12 +416,38 @@ def read_quantized_layers(folder, model=None) -> dict:
     return out
 
 
+def _read_json_file(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object")
+    return d
+
+
+#: settings that config.json's quantization_config and quantize_config.json must agree on
+_QCONFIG_KEYS = ("bits", "group_size", "sym", "desc_act", "checkpoint_format", "quant_method")
+
+
 def _read_qconfig(folder: Path) -> dict:
+    """The quantization settings; config.json's ``quantization_config`` (what transformers and
+    GPTQModel read) and ``quantize_config.json`` (what older GPTQ tools read) must agree."""
     qc_path = folder / "quantize_config.json"
+    cfg_path = folder / "config.json"
+    in_cfg = _read_json_file(cfg_path).get("quantization_config") if cfg_path.is_file() else None
+    if in_cfg is not None and not isinstance(in_cfg, dict):
+        raise ValueError(f"{str(cfg_path)!r}: quantization_config must be a JSON object")
     if qc_path.is_file():
-        qc = json.loads(qc_path.read_text(encoding="utf-8"))
+        qc = _read_json_file(qc_path)
+        if in_cfg:
+            diff = [f"{k}: {qc.get(k)!r} vs {in_cfg.get(k)!r}" for k in _QCONFIG_KEYS
+                    if k in qc and k in in_cfg and qc[k] != in_cfg[k]]
+            if diff:
+                raise ValueError(f"{str(folder)!r}: quantize_config.json and config.json's quantization_config "
+                                 f"disagree ({'; '.join(diff)}); refusing to guess which is right")
     else:
-        qc = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("quantization_config") or {}
+        qc = in_cfg or {}
     if str(qc.get("quant_method", "gptq")).lower() != "gptq":
         raise ValueError(f"{str(folder)!r} is not a GPTQ checkpoint (quant_method {qc.get('quant_method')!r})")
     fmt = qc.get("checkpoint_format", "gptq")
@@ -418,7 +469,6 @@ def load_checkpoint(folder, device: str = "cpu", dtype=None):
     Returns the model in eval mode, with ``model.latticeq_quantized`` = the quantized layers.
     """
     import torch
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
@@ -427,15 +477,21 @@ def load_checkpoint(folder, device: str = "cpu", dtype=None):
     if dtype is None:
         dtype = torch.float32
     _read_qconfig(folder)
-    cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    cfg_dict = _read_json_file(folder / "config.json")
     cfg_dict.pop("quantization_config", None)
     cfg_dict.pop("dtype", None)
     cfg_dict.pop("torch_dtype", None)
-    model_type = cfg_dict.pop("model_type")
-    config = AutoConfig.for_model(model_type, **cfg_dict)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model_type = cfg_dict.pop("model_type", None)
+    if not isinstance(model_type, str):
+        raise ValueError(f"{str(folder / 'config.json')!r} has no model_type")
+    try:
+        config = AutoConfig.for_model(model_type, **cfg_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{str(folder / 'config.json')!r} does not describe a model transformers can build "
+                         f"({exc})") from None
     layers = read_quantized_layers(folder, model)
-    tensors = load_file(str(folder / WEIGHTS_NAME))
+    tensors = _load_weights(folder)
     state = {k: v for k, v in tensors.items()
              if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))}
     modules = dict(model.named_modules())

@@ -185,6 +185,80 @@ def _to(obj, device):
     return obj
 
 
+BLOCK_STATE_FORMAT = "latticeq.block-state/1"
+
+
+def _save_block_state(path, layers: dict, stats: list) -> None:
+    """One finished block of a run: its layers' codes (uint8), fp16 scales, zeros and g_idx in
+    safetensors, everything else (bits, layout, per-layer stats) as JSON in the header.
+    Nothing in it is executable."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save as st_save
+
+    from latticeq.io import atomic_write_bytes
+
+    tensors, meta = {}, {}
+    for name, q in layers.items():
+        tensors[f"{name}.codes"] = torch.from_numpy(np.ascontiguousarray(q.codes, dtype=np.uint8))
+        tensors[f"{name}.scales"] = torch.from_numpy(np.ascontiguousarray(q.scales, dtype=np.float16))
+        tensors[f"{name}.zeros"] = torch.from_numpy(np.ascontiguousarray(q.zeros, dtype=np.uint8))
+        tensors[f"{name}.g_idx"] = torch.from_numpy(np.ascontiguousarray(q.g_idx, dtype=np.int32))
+        meta[name] = {"bits": int(q.bits), "transposed": bool(q.transposed)}
+    header = {"format": BLOCK_STATE_FORMAT, "layers": json.dumps(meta), "stats": json.dumps(stats)}
+    atomic_write_bytes(path, st_save(tensors, metadata=header))
+
+
+def _load_block_state(path, mods: dict):
+    """Inverse of :func:`_save_block_state`, checked against the block's modules (names and
+    shapes); a clear ValueError on anything else."""
+    import numpy as np
+    from safetensors import safe_open
+
+    from latticeq.nn.checkpoint import QuantizedLayer
+
+    bad = f"cannot resume: block state {str(path)!r}"
+    try:
+        with safe_open(str(path), framework="np") as f:
+            header = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        if header.get("format") != BLOCK_STATE_FORMAT:
+            raise ValueError(f"format {header.get('format')!r}, expected {BLOCK_STATE_FORMAT!r}")
+        meta, stats = json.loads(header["layers"]), json.loads(header["stats"])
+    except FileNotFoundError:
+        raise ValueError(f"{bad} is missing; start again with --force") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{bad} is unreadable ({exc}); start again with --force") from None
+    if set(meta) != set(mods):
+        raise ValueError(f"{bad} holds layers {sorted(meta)}, the model's block has {sorted(mods)}")
+    layers = {}
+    for name, info in meta.items():
+        q = QuantizedLayer(arrays[f"{name}.codes"].astype(np.int64), arrays[f"{name}.scales"],
+                           arrays[f"{name}.zeros"].astype(np.int64), arrays[f"{name}.g_idx"],
+                           int(info["bits"]), bool(info["transposed"]))
+        w = _get_weight(mods[name])
+        if tuple(q.codes.shape) != tuple(w.shape):
+            raise ValueError(f"{bad}: layer {name} has codes {tuple(q.codes.shape)}, the model's weight "
+                             f"is {tuple(w.shape)}")
+        layers[name] = q
+    return layers, stats
+
+
+def _load_state_file(path):
+    """``torch.load`` of a run's ``inputs.pt`` with ``weights_only=True``: tensors, numbers,
+    strings and containers only — a crafted file cannot run code."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot resume: {str(path)!r} is not a plain tensor state ({first}); "
+                         "start again with --force") from None
+
+
 def capture_block_inputs(model, windows, device="cpu", batch_size: int = 8):
     """Inputs of the first decoder block for each batch of calibration windows.
 
@@ -373,21 +447,25 @@ def quantize_model(
                     f"cannot resume: the saved run in {str(state)!r} used different settings "
                     f"({saved}); start again with --force"
                 )
-            ck = torch.load(state / "inputs.pt", weights_only=False)
+            ck = _load_state_file(state / "inputs.pt")
+            if not (isinstance(ck, dict) and isinstance(ck.get("next_block"), int)
+                    and 0 <= ck["next_block"] <= len(blocks)):
+                raise ValueError(f"cannot resume: {str(state / 'inputs.pt')!r} is not a latticeq run state; "
+                                 "start again with --force")
             start_block = ck["next_block"]
-            prior_time = ck["elapsed"]
+            prior_time = float(ck["elapsed"])
             hidden = _to(ck["hidden"], dev)
             calls = _to(ck["calls"], dev)
             for bi in range(start_block):
-                saved_block = torch.load(state / f"block_{bi:04d}.pt", weights_only=False)
                 mods = find_linears(blocks[bi])
-                for name, q in saved_block["layers"].items():
+                saved_layers, saved_stats = _load_block_state(state / f"block_{bi:04d}.safetensors", mods)
+                for name, q in saved_layers.items():
                     full = f"{blocks_name}.{bi}.{name}"
                     layers[full] = q
                     _set_weight(mods[name], q.dequant())
-                stats.extend(saved_block["stats"])
+                stats.extend(saved_stats)
         else:
-            for f in state.glob("block_*.pt"):
+            for f in [*state.glob("block_*.pt"), *state.glob("block_*.safetensors")]:
                 f.unlink()
             if (state / "inputs.pt").exists():
                 (state / "inputs.pt").unlink()
@@ -449,8 +527,7 @@ def quantize_model(
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 if state is not None:
-                    atomic_torch_save(state / f"block_{bi:04d}.pt",
-                                      {"layers": block_layers, "stats": block_stats})
+                    _save_block_state(state / f"block_{bi:04d}.safetensors", block_layers, block_stats)
                     atomic_torch_save(state / "inputs.pt",
                                       {"next_block": bi + 1, "hidden": _to(hidden, "cpu"),
                                        "calls": _to(calls, "cpu"),
@@ -568,6 +645,37 @@ STATE_DIR = ".latticeq-state"
 RECORD_NAME = "latticeq_record.json"
 
 
+def is_run_folder(folder) -> bool:
+    """Whether ``folder`` was written by ``latticeq quantize`` (a finished checkpoint with its run
+    record, or an unfinished run's state): the only folders ``--force`` may replace."""
+    folder = Path(folder)
+    return (folder / RECORD_NAME).is_file() or (folder / STATE_DIR / "run.json").is_file()
+
+
+def check_run_folder(out, *, resume: bool, force: bool) -> Path:
+    """The output folder of a quantization run, validated before any work (absolute path).
+
+    Refused: a file; the current folder or one above it; a non-empty folder, unless it holds
+    an unfinished run and ``resume`` is set, or ``force`` is set and latticeq wrote it
+    (:func:`is_run_folder`) — ``--force`` never deletes anything else. An empty folder is
+    fine. The parent must be writable.
+    """
+    from latticeq.io import check_output
+
+    out = Path(out).absolute()
+    cwd = Path.cwd().absolute()
+    if out == cwd or out in cwd.parents:
+        raise ValueError(f"--out {str(out)!r} is the current folder or one above it; name a new folder")
+    unfinished = (out / STATE_DIR / "run.json").is_file()
+    if out.is_dir() and any(out.iterdir()) and not force and not (resume and unfinished):
+        hint = ("an unfinished run: pass --resume to continue it (or --force to start over)"
+                if unfinished else "files; pass --force to replace a latticeq checkpoint, or choose another folder")
+        raise FileExistsError(f"output folder {str(out)!r} exists and holds {hint}")
+    if resume and unfinished:
+        return out
+    return check_output(out, folder=True, force=force, owned=is_run_folder, what="--out")
+
+
 def quantize_to_checkpoint(
     model: str,
     out,
@@ -611,6 +719,7 @@ def quantize_to_checkpoint(
 
     from latticeq.nn.calib import calibration_windows, describe_calibration
     from latticeq.nn.checkpoint import CHECKPOINT_FORMATS, save_checkpoint
+    from latticeq.nn.evaluate import eval_windows as eval_windows_of
     from latticeq.nn.evaluate import perplexity
     from latticeq.nn.model import load_model, load_tokenizer, resolve_model
     from latticeq.nn.records import make_record
@@ -623,20 +732,22 @@ def quantize_to_checkpoint(
     options.validate()
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
-    out = Path(out)
+    if eval_windows is not None and (isinstance(eval_windows, bool) or not isinstance(eval_windows, int)
+                                     or eval_windows < 1):
+        raise ValueError(f"eval_windows (--eval-windows) must be a positive integer, got {eval_windows!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r} (--device): {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested (--device) but CUDA is not available")
+    out = check_run_folder(out, resume=resume, force=force)
     state_dir = out / STATE_DIR
-    if out.exists():
-        resumable = resume and (state_dir / "inputs.pt").is_file()
-        if not (force or resumable):
-            what = "an unfinished run (use --resume)" if (state_dir / "run.json").exists() else "files"
-            raise FileExistsError(f"output folder {str(out)!r} exists and holds {what}; "
-                                  f"pass --force to replace it")
-        if out.is_file():
-            raise FileExistsError(f"output {str(out)!r} is a file, not a folder")
     source = resolve_model(model)
-    if eval_text not in (None, "default") and not Path(eval_text).is_file():
-        raise FileNotFoundError(f"evaluation text {str(eval_text)!r} is not a file")
     tokenizer = load_tokenizer(model)
+    ev_windows = None
+    if eval_text is not None:  # read, decode and window the text now, not after quantizing
+        ev_windows, _ = eval_windows_of(tokenizer, None if eval_text == "default" else eval_text, seqlen)
     windows = None
     if options.needs_calibration:
         windows = calibration_windows(tokenizer, texts=calib, nsamples=nsamples, seqlen=seqlen, seed=seed)
@@ -651,7 +762,7 @@ def quantize_to_checkpoint(
         text = None if eval_text == "default" else eval_text
         net.to(device)
         pr = perplexity(net, tokenizer, text=text, seqlen=seqlen, max_windows=eval_windows,
-                        progress=progress)
+                        progress=progress, windows=ev_windows)
         net.to("cpu")
         ppl, ev = pr.perplexity, pr.eval_info()
     record = make_record(
