@@ -138,13 +138,15 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
     deadline = None if budget_hours is None else t0 + budget_hours * 3600.0
     overrides = None if steps is None else {"steps": steps}
     tasks = [(d, m) for d in dims for m in methods]
+    started = False
     for i, (d, m) in enumerate(tasks, 1):
         key = f"n{d}-{m}"
         if record["tasks"].get(key, {}).get("status") == "done":
             continue
-        if deadline is not None and time.time() >= deadline:
+        if deadline is not None and time.time() >= deadline and started:
             _log(f"budget of {budget_hours:g} h reached before {key}; --resume continues")
             break
+        started = True  # every call works on at least one task, so a resume always progresses
         ckdir = state / "checkpoints" / key
         again = ckdir.exists() and any(ckdir.iterdir())
         _log(f"task {i}/{len(tasks)}: {key} ({'resuming' if again else 'starting'}; preset {preset}, "

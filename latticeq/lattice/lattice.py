@@ -420,12 +420,29 @@ class Lattice:
 
     @classmethod
     def from_dict(cls, d: dict) -> Lattice:
+        """A lattice from its JSON form, every field validated (ValueError naming the field)."""
         if not isinstance(d, dict) or "generator" not in d:
             raise ValueError("not a latticeq lattice: a JSON object with a 'generator' key is required")
-        nsm = d.get("nsm")
+        name, prov, nsm = d.get("name"), d.get("provenance"), d.get("nsm")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"lattice field 'name' must be a string, got {type(name).__name__}")
+        if prov is not None and not isinstance(prov, dict):
+            raise ValueError(f"lattice field 'provenance' must be an object, got {type(prov).__name__}")
+
+        def number(v, what):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"lattice field {what} must be a number, got {v!r}")
+            return float(v)
+
         if isinstance(nsm, dict):
-            nsm = (float(nsm["value"]), float(nsm.get("stderr", float("nan"))))
-        return cls(d["generator"], name=d.get("name"), provenance=d.get("provenance"), nsm=nsm)
+            if "value" not in nsm:
+                raise ValueError("lattice field 'nsm' needs a 'value'")
+            nsm = (number(nsm["value"], "'nsm.value'"), number(nsm.get("stderr", float("nan")), "'nsm.stderr'"))
+        elif isinstance(nsm, (list, tuple)) and len(nsm) == 2:
+            nsm = (number(nsm[0], "'nsm[0]'"), number(nsm[1], "'nsm[1]'"))
+        elif nsm is not None:
+            raise ValueError(f"lattice field 'nsm' must be {{value, stderr}} or null, got {nsm!r}")
+        return cls(d["generator"], name=name, provenance=prov, nsm=nsm)
 
     def to_json(self, path, overwrite: bool = True) -> Path:
         """Save as JSON (full-precision floats), atomically (temp file, then rename)."""
@@ -440,7 +457,10 @@ class Lattice:
         if not path.exists():
             raise FileNotFoundError(f"no lattice file at {path}")
         try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None

@@ -408,10 +408,15 @@ def read_quantized_layers(folder, model=None) -> dict:
         if not key.endswith(".qweight"):
             continue
         name = key[: -len("qweight")]
-        m = tensors[name + "scales"].shape[1]
-        n = tensors[name + "g_idx"].shape[0]
         mod = modules.get(name[:-1])
         transposed = mod is not None and _is_conv1d(mod)
+        if mod is not None:  # the shape the model's config implies: every tensor is checked against it
+            m, n = mod.weight.shape[::-1] if transposed else mod.weight.shape
+        else:
+            try:
+                m, n = tensors[name + "scales"].shape[1], tensors[name + "g_idx"].shape[0]
+            except (KeyError, IndexError):
+                raise ValueError(f"layer {name[:-1]!r} lacks its scales or g_idx tensor") from None
         out[name[:-1]] = _read_layer(tensors, name, qc["bits"], m, n, qc["checkpoint_format"], transposed)
     return out
 

@@ -138,12 +138,51 @@ def read_records(paths) -> list[dict]:
             raise ValueError(f"{str(f)!r} is not valid JSON: {exc}") from exc
         if not isinstance(rec, dict) or not {"model", "method", "bits", "perplexity"} <= set(rec):
             raise ValueError(f"{str(f)!r} is not a latticeq run record (keys {RECORD_KEYS})")
+        problem = _record_problem(rec)
+        if problem:
+            raise ValueError(f"{str(f)!r} is not a valid latticeq run record: {problem}")
         rec = dict(rec)
         rec["_path"] = str(f)
         out.append(rec)
     if not out:
         raise ValueError("no run records found")
     return out
+
+
+def _record_problem(rec: dict) -> str | None:
+    """What is wrong with a record read from a file (types of every field the tables and plots
+    use), or None."""
+    def num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def num_or_none(v):
+        return v is None or num(v)
+
+    if not isinstance(rec["model"], str) or not isinstance(rec["method"], str):
+        return "model and method must be strings"
+    if rec["bits"] is not None and (isinstance(rec["bits"], bool) or not isinstance(rec["bits"], int)):
+        return f"bits must be an integer or null, got {rec['bits']!r}"
+    gs = rec.get("group_size")
+    if gs is not None and (isinstance(gs, bool) or not isinstance(gs, int)):
+        return f"group_size must be an integer or null, got {gs!r}"
+    for key in ("perplexity", "wall_time_s", "quant_time_s", "peak_memory_bytes"):
+        if not num_or_none(rec.get(key)):
+            return f"{key} must be a number or null, got {rec.get(key)!r}"
+    for key in ("sym", "mse", "act_order"):
+        if key in rec and not isinstance(rec[key], bool):
+            return f"{key} must be true or false, got {rec[key]!r}"
+    ev = rec.get("eval")
+    if ev is not None:
+        if not isinstance(ev, dict) or isinstance(ev.get("windows"), bool) or not isinstance(ev.get("windows"), int):
+            return "eval must be an object with an integer 'windows'"
+        w = ev.get("window_nll")
+        if w is not None and (not isinstance(w, list) or len(w) != ev["windows"] or not all(num(x) for x in w)):
+            return "eval.window_nll must list one number per window"
+    layers = rec.get("layers", [])
+    if not isinstance(layers, list) or not all(isinstance(x, dict) and num(x.get("error")) and
+                                               num(x.get("relative_error")) for x in layers):
+        return "layers must be a list of objects with numeric error and relative_error"
+    return None
 
 
 def _method_label(rec: dict) -> str:

@@ -1,0 +1,111 @@
+"""Long jobs survive interruptions: searches, campaigns and quantization runs resume exactly,
+refuse to resume under other settings (naming the difference), and a refused start leaves no
+state behind that would block the next run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from latticeq.cli import main
+from latticeq.design.campaign import run_campaign
+from latticeq.design.search import SearchPaused, run_search
+from model_helpers import byte_tokenizer, tiny_llama
+
+SMALL = dict(final_samples=2000, select_samples=1000, progress=False, workers=1)
+
+
+def test_invalid_settings_write_no_checkpoint(tmp_path):
+    for kw in ({"sgd_overrides": {"mu0": float("nan")}}, {"sgd_overrides": {"steps": 0}},
+               {"sgd_overrides": {"mu0": -1.0}}, {"checkpoint_every": -1.0}):
+        with pytest.raises(ValueError):
+            run_search(4, "sgd", out=tmp_path, **SMALL, **kw)
+    assert not any(tmp_path.rglob("*")), "a rejected search wrote files"
+    run_search(4, "sgd", out=tmp_path, sgd_overrides={"steps": 500}, **SMALL)  # not blocked afterwards
+
+
+def test_search_resume_refuses_other_settings_and_continues_exactly(tmp_path):
+    kw = dict(sgd_overrides={"steps": 3000}, chunk=500, checkpoint_every=0.0, **SMALL)
+    with pytest.raises(SearchPaused):
+        run_search(5, "sgd", out=tmp_path / "a", deadline=0.0, **kw)  # pauses after the first chunk
+    ck = tmp_path / "a" / ".checkpoints" / "n5-sgd"
+    assert (ck / "r0.json").exists()
+    with pytest.raises(ValueError, match="sgd_overrides: checkpoint \\{'steps': 3000\\}, now \\{'steps': 4000\\}"):
+        run_search(5, "sgd", out=tmp_path / "a", resume=True, **{**kw, "sgd_overrides": {"steps": 4000}})
+    with pytest.raises(ValueError, match="restarts: checkpoint 1, now 2"):
+        run_search(5, "sgd", out=tmp_path / "a", resume=True, restarts=2, **kw)
+    resumed = run_search(5, "sgd", out=tmp_path / "a", resume=True, **kw)
+    straight = run_search(5, "sgd", out=tmp_path / "b", **kw)
+    assert resumed.nsm == straight.nsm
+    assert (resumed.generator == straight.generator).all()
+
+
+def test_campaign_pauses_resumes_and_refuses_other_settings(tmp_path):
+    kw = dict(methods=["sgd"], steps=2000, samples=2000, out=tmp_path / "res", checkpoint_every=0.0,
+              progress=False)
+    rec = run_campaign("4-5", state=tmp_path / "c", budget_hours=1e-9, **kw)
+    assert rec["tasks"]["n4-sgd"]["status"] == "paused"
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        run_campaign("4-5", state=tmp_path / "c", **kw)
+    with pytest.raises(ValueError, match="steps: campaign 2000, now 3000"):
+        run_campaign("4-5", state=tmp_path / "c", resume=True, **{**kw, "steps": 3000})
+    with pytest.raises(ValueError, match="dims: campaign \\[4, 5\\], now \\[4, 5, 6\\]"):
+        run_campaign("4-6", state=tmp_path / "c", resume=True, **kw)
+    rec = run_campaign("4-5", state=tmp_path / "c", resume=True, **kw)
+    assert all(t["status"] == "done" for t in rec["tasks"].values()) and len(rec["tasks"]) == 2
+    saved = json.loads((tmp_path / "c" / "campaign.json").read_text())
+    assert saved["tasks"]["n5-sgd"]["nsm"] == rec["tasks"]["n5-sgd"]["nsm"]
+    # the same campaign run straight through gives the same lattices
+    straight = run_campaign("4-5", state=tmp_path / "c2", **{**kw, "out": tmp_path / "res2"})
+    for key in ("n4-sgd", "n5-sgd"):
+        assert straight["tasks"][key]["nsm"] == rec["tasks"][key]["nsm"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    tiny_llama().save_pretrained(d / "model")
+    byte_tokenizer().save_pretrained(d / "model")
+    (d / "calib.txt").write_text("It was a bright cold day in April. " * 200, encoding="utf-8")
+    return d
+
+
+def _quantize(tiny, out, *extra):
+    return CliRunner().invoke(main, ["quantize", str(tiny / "model"), "--bits", "3", "--method", "gptq",
+                                     "--calib", str(tiny / "calib.txt"), "--nsamples", "4", "--seqlen", "32",
+                                     "--out", str(out), "--no-progress", *extra])
+
+
+def test_run_killed_before_its_first_block_can_be_resumed(tiny, tmp_path):
+    from latticeq.nn.pipeline import STATE_DIR
+
+    out = tmp_path / "q"
+    (out / STATE_DIR).mkdir(parents=True)
+    (out / STATE_DIR / "run.json").write_text("{}")  # what a kill during calibration leaves
+    r = _quantize(tiny, out)
+    assert r.exit_code == 2 and "unfinished run: pass --resume" in r.output
+    r = _quantize(tiny, out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert (out / "latticeq_record.json").is_file() and not (out / STATE_DIR).exists()
+
+
+def test_force_replaces_a_checkpoint_but_nothing_else(tiny, tmp_path):
+    out = tmp_path / "q"
+    assert _quantize(tiny, out).exit_code == 0
+    assert _quantize(tiny, out, "--force").exit_code == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    r = _quantize(tiny, tmp_path / "mine", "--force")
+    assert r.exit_code == 2 and "did not write" in r.output
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_failed_device_leaves_no_folder_and_an_empty_folder_is_usable(tiny, tmp_path):
+    out = tmp_path / "q"
+    r = _quantize(tiny, out, "--device", "cuda:7")
+    assert r.exit_code == 2
+    assert not out.exists()
+    out.mkdir()
+    assert _quantize(tiny, out).exit_code == 0
