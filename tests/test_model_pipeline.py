@@ -351,3 +351,33 @@ def test_smollm2_checkpoint_round_trip(tmp_path):
     assert torch.equal(ids, tok2(text, return_tensors="pt")["input_ids"])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, back(ids).logits)
+
+
+def test_without_a_terminal_progress_is_plain_lines_one_per_block(tiny_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from latticeq.cli import main
+
+    d = tiny_folder
+    r = CliRunner().invoke(main, ["quantize", str(d / "model"), "--bits", "4", "--method", "gptq", "--calib",
+                                  str(d / "calib.txt"), "--nsamples", "4", "--seqlen", "32", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if "layers, relative error mean" in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["block 1/2", "block 2/2"]
+    assert all("elapsed" in ln and "ETA" in ln for ln in lines)
+    assert "quantizing: started (0/14)" in r.output
+
+
+def test_line_progress_throttles_and_reports_completion():
+    import io
+
+    from latticeq.progress import LineProgress
+
+    buf = io.StringIO()
+    p = LineProgress(stream=buf, interval=3600)
+    t = p.add_task("job", total=10)
+    for _ in range(10):
+        p.advance(t)
+    out = buf.getvalue().splitlines()
+    assert out[0] == "job: started (0/10)" and out[-1].startswith("job, 10/10 (100%)") and out[-1].endswith("done")
+    assert len(out) == 2  # nothing in between within the interval

@@ -14,9 +14,9 @@ from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_
 
 @click.command()
 @click.argument("lattice")
-@click.option("--samples", default=1_000_000, show_default=True, type=int, help="Monte Carlo sample size.")
+@click.option("--samples", default=1_000_000, show_default=True, type=click.IntRange(min=100), help="Monte Carlo sample size.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the uniform points.")
-@click.option("--target-stderr", type=float, default=None, help="Stop early at this standard error.")
+@click.option("--target-stderr", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop early at this standard error.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def nsm(lattice, samples, seed, target_stderr, as_json, no_progress):
@@ -103,7 +103,7 @@ def info(lattice, as_json):
 
 
 @click.command()
-@click.option("--samples", default=200_000, show_default=True, type=int, help="NSM samples per lattice.")
+@click.option("--samples", default=200_000, show_default=True, type=click.IntRange(min=100), help="NSM samples per lattice.")
 @click.option("--seed", default=0, show_default=True, type=int)
 def demo(samples, seed):
     """The main job on embedded defaults: NSM of catalog lattices and a closest-point benchmark."""

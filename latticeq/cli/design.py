@@ -11,20 +11,20 @@ from latticeq.design.search import METHODS, PRESETS
 @click.option("--dim", "dim", type=int, required=True, help="Dimension n (2..64).")
 @click.option("--method", type=click.Choice(METHODS), required=True)
 @click.option("--preset", type=click.Choice(PRESETS), default="fast", show_default=True)
-@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the checkpointed search in OUT/.checkpoints.")
 @click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
-@click.option("--workers", type=int, default=None, help="Local processes (default: min(restarts, cores)).")
-@click.option("--samples", "final_samples", type=int, default=10**7, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes (default: min(restarts, cores)).")
+@click.option("--samples", "final_samples", type=click.IntRange(min=2), default=10**7, show_default=True,
               help="Fresh points for the final NSM estimate.")
 @click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="SGD only: start from this lattice JSON (e.g. the best fused lattice).")
 @click.option("--name", default=None, help="Result name suffix instead of the method (e.g. sgd-fused).")
-@click.option("--steps", type=int, default=None, help="Override the preset's number of steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the preset's number of steps.")
 @click.option("--mu0", type=float, default=None, help="SGD: override the initial step size.")
-@click.option("--checkpoint-every", type=float, default=120.0, show_default=True, help="Seconds.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Seconds.")
 @click.option("--no-progress", is_flag=True)
 def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, workers,
                final_samples, init_path, name, steps, mu0, checkpoint_every, no_progress):
@@ -60,20 +60,20 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
 @click.option("--methods", default="matrix-exp-free", show_default=True,
               help="Comma-separated search methods, run in this order in each dimension.")
 @click.option("--preset", type=click.Choice(PRESETS), default="fast", show_default=True)
-@click.option("--restarts", type=int, default=1, show_default=True)
+@click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", type=int, default=None, help="Override the preset's number of steps.")
-@click.option("--samples", type=int, default=10**6, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the preset's number of steps.")
+@click.option("--samples", type=click.IntRange(min=2), default=10**6, show_default=True,
               help="Fresh points for each final NSM estimate.")
-@click.option("--budget-hours", type=float, default=None,
+@click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Checkpoint and stop after this many hours (--resume continues).")
 @click.option("--out", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
 @click.option("--state", type=click.Path(file_okay=False), default="results/campaign", show_default=True,
               help="Campaign folder (settings, task states, checkpoints); commit it to resume elsewhere.")
 @click.option("--resume", is_flag=True, help="Continue the campaign in --state.")
 @click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
-@click.option("--workers", type=int, default=None, help="Local processes per search.")
-@click.option("--checkpoint-every", type=float, default=120.0, show_default=True, help="Seconds.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes per search.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Seconds.")
 def campaign_cmd(dims, methods, preset, restarts, seed, steps, samples, budget_hours, out, state,
                  resume, ray_address, workers, checkpoint_every):
     """Long searches over many dimensions, checkpointed and resumable across sessions."""
@@ -151,7 +151,7 @@ def compare_cmd(a, b, tol):
 
 @click.command("identify")
 @click.argument("lattice")
-@click.option("--rtol", type=float, default=0.05, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0, max=1, min_open=True), default=0.05, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the theta image (PNG).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --plot.")

@@ -32,9 +32,9 @@ def draw():
 @click.argument("lattice")
 @_OUT
 @_FORCE
-@click.option("--samples", default=60, show_default=True, type=int, help="Random points whose errors are drawn.")
+@click.option("--samples", default=60, show_default=True, type=click.IntRange(min=0), help="Random points whose errors are drawn.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random points.")
-@click.option("--extent", default=2.0, show_default=True, type=float, help="Half-width of the window (unit-volume units).")
+@click.option("--extent", default=2.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Half-width of the window (unit-volume units).")
 @click.option("--no-normalize", is_flag=True, help="Draw the lattice at its own scale, not at unit volume.")
 def voronoi(lattice, out, samples, seed, extent, no_normalize, force):
     """Voronoi cell of a 2-D or 3-D LATTICE (catalog name or saved JSON), with sample errors and the NSM."""
@@ -57,7 +57,7 @@ def voronoi(lattice, out, samples, seed, extent, no_normalize, force):
 @click.argument("lattices", nargs=-1, required=True)
 @_OUT
 @_FORCE
-@click.option("--max-norm2", type=float, default=None, help="Enumerate up to this squared norm (after scaling).")
+@click.option("--max-norm2", type=click.FloatRange(min=0, min_open=True), default=None, help="Enumerate up to this squared norm (after scaling).")
 @click.option("--no-normalize", is_flag=True, help="Do not scale the lattices to unit volume.")
 def theta(lattices, out, max_norm2, no_normalize, force):
     """Theta image of one or more LATTICES overlaid (vectors by squared norm, per shell and cumulative)."""
@@ -83,11 +83,11 @@ def _steps_options(f):
     f = click.option("--w", "w_path", type=click.Path(dir_okay=False), default=None,
                      help="Weight row w (n,) as .npy; random if omitted.")(f)
     f = click.option("--dim", default=2, show_default=True, type=click.IntRange(2, 3), help="n for random X and w.")(f)
-    f = click.option("--k", "k", default=None, type=int, help="Rows of random X (default n + 1).")(f)
+    f = click.option("--k", "k", default=None, type=click.IntRange(min=1), help="Rows of random X (default n + 1).")(f)
     f = click.option("--seed", default=0, show_default=True, type=int, help="Seed of random X and w.")(f)
-    f = click.option("--bits", default=4, show_default=True, type=int, help="Grid bits (codes 0..2^bits-1).")(f)
-    f = click.option("--step", default=1.0, show_default=True, type=float, help="Grid step s.")(f)
-    f = click.option("--percdamp", default=0.0, show_default=True, type=float, help="GPTQ damping fraction.")(f)
+    f = click.option("--bits", default=4, show_default=True, type=click.IntRange(1, 8), help="Grid bits (codes 0..2^bits-1).")(f)
+    f = click.option("--step", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Grid step s.")(f)
+    f = click.option("--percdamp", default=0.0, show_default=True, type=click.FloatRange(min=0), help="GPTQ damping fraction.")(f)
     return f
 
 

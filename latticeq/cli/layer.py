@@ -29,7 +29,7 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.option("--method", default="gptq", show_default=True,
               help="rtn, gptq, babai, minpivot, lll, block, kbest; each optionally followed by +refine, +refit "
                    "or +refine+refit.")
-@click.option("--percdamp", type=float, default=0.01, show_default=True, help="Damping fraction of mean(diag H).")
+@click.option("--percdamp", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Damping fraction of mean(diag H).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--block", type=int, default=None, help="Block size b for --method block.")
 @click.option("--max-nodes", type=int, default=None, help="Node budget per row and block for --method block.")

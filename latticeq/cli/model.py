@@ -41,14 +41,14 @@ def _quiet_transformers() -> None:
 @click.option("--method", required=True, help=f"Layer solver: {_methods_help()}.")
 @click.option("--calib", default=None, help="Calibration text file(s), comma-separated, or wikitext2/c4 "
               "(default: the shipped Austen novels except Pride and Prejudice).")
-@click.option("--nsamples", default=128, show_default=True, type=int, help="Calibration windows N.")
-@click.option("--seqlen", default=512, show_default=True, type=int, help="Tokens per window L (calibration and eval).")
+@click.option("--nsamples", default=128, show_default=True, type=click.IntRange(min=1), help="Calibration windows N.")
+@click.option("--seqlen", default=512, show_default=True, type=click.IntRange(min=2), help="Tokens per window L (calibration and eval).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the calibration windows and solvers.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--eval", "eval_text", default=None,
               help="Evaluate perplexity after quantizing: a UTF-8 text file, or 'default' (Pride and Prejudice).")
 @click.option("--eval-windows", type=int, default=None, help="Evaluate only the first K windows.")
-@click.option("--damp", default=0.01, show_default=True, type=float, help="Relative Hessian damping (percdamp).")
+@click.option("--damp", default=0.01, show_default=True, type=click.FloatRange(min=0), help="Relative Hessian damping (percdamp).")
 @click.option("--format", "checkpoint_format", default="gptq", show_default=True,
               type=click.Choice(["gptq", "gptq_v2"]), help="checkpoint_format (gptq stores zeros minus one).")
 @click.option("--out", required=True, type=click.Path(), help="Output checkpoint folder.")

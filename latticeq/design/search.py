@@ -96,13 +96,10 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
     s1 = s2 = 0.0
     done = 0
-    bar = task = None
-    if progress:
-        from rich.progress import Progress
-        bar = Progress(transient=True)
-        bar.start()
+    from latticeq.progress import make_progress
+
+    with make_progress(progress, transient=True) as bar:
         task = bar.add_task(f"NSM n={B.shape[0]}", total=samples)
-    try:
         i = 0
         while done < samples:
             m = min(chunk, samples - done)
@@ -111,11 +108,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
             s2 += b
             done += m
             i += 1
-            if bar is not None:
-                bar.update(task, completed=done, description=f"NSM≈{s1 / done:.7f}")
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.update(task, completed=done, description=f"NSM n={B.shape[0]} ≈{s1 / done:.7f}")
     mean = s1 / samples
     var = max(s2 / samples - mean * mean, 0.0) * samples / (samples - 1)
     return mean, math.sqrt(var / samples)
@@ -405,30 +398,28 @@ def _dispatch(cfg, paths, ray_address, workers, progress) -> list[dict]:
                     nsms.append(rec["running_nsm"])
         return steps, (min(nsms) if nsms else float("nan"))
 
-    bar = task = None
-    if progress:
-        from rich.progress import Progress
-        bar = Progress(transient=True)
-        bar.start()
+    from latticeq.progress import make_progress
+
+    def show(bar, task):
+        s, best = poll()
+        bar.update(task, completed=s, description=f"{cfg['method']} n={cfg['dim']} NSM≈{best:.6f}")
+
+    with make_progress(progress, transient=True) as bar:
         task = bar.add_task(f"{cfg['method']} n={cfg['dim']}", total=n_total)
-    try:
         if ray_address is not None:
             import ray
 
             if not ray.is_initialized():
                 ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
             remote = ray.remote(num_cpus=1)(_restart_task)
-            pending = [remote.remote(cfg, i, p) for i, p in enumerate(paths)]
+            refs = [remote.remote(cfg, i, p) for i, p in enumerate(paths)]
             records = {}
-            refs = list(pending)
             while refs:
                 ready, refs = ray.wait(refs, num_returns=1, timeout=2.0)
                 for r in ready:
                     rec = ray.get(r)
                     records[rec["index"]] = rec
-                if bar is not None:
-                    s, best = poll()
-                    bar.update(task, completed=s, description=f"{cfg['method']} n={cfg['dim']} NSM≈{best:.6f}")
+                show(bar, task)
             return [records[i] for i in sorted(records)]
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -437,13 +428,8 @@ def _dispatch(cfg, paths, ray_address, workers, progress) -> list[dict]:
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
             futs = [ex.submit(_restart_task, cfg, i, p) for i, p in enumerate(paths)]
             while True:
-                done, notdone = cf.wait(futs, timeout=2.0)
-                if bar is not None:
-                    s, best = poll()
-                    bar.update(task, completed=s, description=f"{cfg['method']} n={cfg['dim']} NSM≈{best:.6f}")
+                _, notdone = cf.wait(futs, timeout=2.0)
+                show(bar, task)
                 if not notdone:
                     break
             return [f.result() for f in futs]
-    finally:
-        if bar is not None:
-            bar.stop()

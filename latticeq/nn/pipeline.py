@@ -523,6 +523,12 @@ def quantize_model(
                     with torch.no_grad():
                         hidden = [_block_forward(block, h, c) for h, c in zip(hidden, calls)]
                 stats.extend(block_stats)
+                elapsed = time.perf_counter() - t0
+                done_here = bi + 1 - start_block
+                rel = [r["relative_error"] for r in block_stats]
+                bar.note(f"block {bi + 1}/{len(blocks)}: {len(block_stats)} layers, relative error "
+                         f"mean {sum(rel) / len(rel):.4g} max {max(rel):.4g}; elapsed {elapsed:.0f} s, "
+                         f"ETA {elapsed / done_here * (len(blocks) - bi - 1):.0f} s")
                 blocks[bi] = block.to("cpu") if dev.type != "cpu" else block
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
