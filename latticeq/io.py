@@ -26,6 +26,7 @@ from pathlib import Path
 
 __all__ = [
     "check_output",
+    "default_permissions",
     "check_writable_folder",
     "atomic_write",
     "atomic_write_bytes",
@@ -87,7 +88,7 @@ def check_writable_folder(path, *, what: str = "output folder") -> Path:
     return Path(path)
 
 
-def _default_permissions() -> int:
+def default_permissions() -> int:
     """``0o666`` less the process umask: what ``open(path, "w")`` gives a new file."""
     umask = os.umask(0)
     os.umask(umask)
@@ -132,7 +133,7 @@ def atomic_write(path, write: Callable, mode: str = "wb", *, mkdir: bool = False
     try:
         with os.fdopen(fd, mode, **({"encoding": encoding} if mode == "w" else {})) as f:
             write(f)
-        os.chmod(tmp, _default_permissions())
+        os.chmod(tmp, default_permissions())
         os.replace(tmp, path)
     except BaseException:
         try:

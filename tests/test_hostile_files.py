@@ -112,8 +112,12 @@ def _set_bits(path, key_path, value):
 
 
 def test_checkpoint_loads_when_intact(checkpoint):
+    from latticeq.io import default_permissions
+
     m = ck.load_checkpoint(checkpoint)
     assert len(m.latticeq_quantized) == 14
+    for f in checkpoint.iterdir():  # plain permissions, as any other file the user writes
+        assert f.stat().st_mode & 0o777 == default_permissions(), f
 
 
 def test_bits_that_disagree_with_the_packed_data_are_refused(checkpoint):

@@ -140,3 +140,18 @@ def test_layer_problem_bad_input():
         LayerProblem(Wn, H)
     with pytest.raises(ValueError, match="percdamp must be"):
         LayerProblem(W, H).damped(-1)
+
+
+def test_weight_space_problem_is_the_identity_hessian():
+    from latticeq.nn.solvers import solve
+
+    W = torch.randn(6, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a, b = LayerProblem(W, None), LayerProblem(W, torch.eye(40, dtype=torch.float64))
+    assert a.identity and not b.identity
+    Q = W + 0.01
+    assert torch.allclose(a.row_objective(Q), b.row_objective(Q)) and a.baseline() == pytest.approx(b.baseline())
+    for grid in (Grid(3), Grid(4, group_size=16)):
+        sa, sb = solve(a, grid, "rtn"), solve(b, grid, "rtn")
+        assert torch.equal(sa.codes, sb.codes) and sa.error == pytest.approx(sb.error)
+    with pytest.raises(ValueError, match="NaN"):
+        LayerProblem(torch.full((2, 3), float("nan")), None)

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latticeq.io import default_permissions
+
 __all__ = [
     "QuantizedLayer",
     "pack_codes",
@@ -350,6 +352,7 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_NAME, default_permissions())  # safetensors creates 0600 files
         cfg = model.config.to_dict()
         cfg.pop("quantization_config", None)
         cfg["quantization_config"] = dict(qconfig)

@@ -76,9 +76,11 @@ class LayerProblem:
     ----------
     W : (m, n) tensor
         Weights, rows = output channels.
-    H : (n, n) tensor
+    H : (n, n) tensor or None
         Symmetric positive semidefinite proxy Hessian. Columns with ``H_jj = 0`` are *dead*:
         their weights do not affect the output; solvers set them to 0 (GPTQ convention).
+        ``None`` is the identity: the weight-space error ``‖W − Q‖²`` (no calibration), whose
+        objectives cost O(mn) instead of O(mn²) (``identity`` is then True).
 
     Raises
     ------
@@ -87,12 +89,23 @@ class LayerProblem:
     """
 
     W: torch.Tensor
-    H: torch.Tensor
+    H: torch.Tensor | None = None
     dead: torch.Tensor = field(init=False, repr=False)
+    identity: bool = field(init=False, repr=False, default=False)
     _baseline: float | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         W = _as_tensor(self.W, "W")
+        if self.H is None:
+            if W.ndim != 2 or not W.is_floating_point():
+                raise ValueError(f"W must be a floating-point 2-D matrix (m × n), got shape {tuple(W.shape)}")
+            if not torch.isfinite(W).all():
+                raise ValueError("W contains NaN or infinite values")
+            n = W.shape[1]
+            self.W, self.identity = W, True
+            self.H = torch.eye(n, dtype=W.dtype, device=W.device)
+            self.dead = torch.zeros(n, dtype=torch.bool, device=W.device)
+            return
         H = _as_tensor(self.H, "H")
         if W.ndim != 2:
             raise ValueError(f"W must be a 2-D matrix (m × n), got shape {tuple(W.shape)}")
@@ -145,6 +158,8 @@ class LayerProblem:
     def row_objective(self, Q) -> torch.Tensor:
         """Per-row ``(w − q) H (w − q)ᵀ`` (float64, shape (m,))."""
         E = self._err(Q)
+        if self.identity:
+            return (E * E).sum(dim=1)
         return ((E @ self.H.to(torch.float64)) * E).sum(dim=1)
 
     def objective(self, Q) -> float:
@@ -155,7 +170,8 @@ class LayerProblem:
         """``tr(W H Wᵀ)`` (the objective of ``Q = 0``), computed once."""
         if self._baseline is None:
             W = self.W.to(torch.float64)
-            self._baseline = float(((W @ self.H.to(torch.float64)) * W).sum())
+            WH = W if self.identity else W @ self.H.to(torch.float64)
+            self._baseline = float((WH * W).sum())
         return self._baseline
 
     def relative_error(self, Q) -> float:

@@ -495,9 +495,8 @@ def quantize_model(
                 for group in groups:
                     if calibrated:
                         H = _group_hessian(block, mods[group[0]], hidden, calls)
-                    else:  # weight-space error: H = I
-                        n_in = _get_weight(mods[group[0]]).shape[1]
-                        H = torch.eye(n_in, dtype=torch.float32, device=dev)
+                    else:  # weight-space error: H = I (LayerProblem's identity)
+                        H = None
                     for name in group:
                         mod = mods[name]
                         bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
@@ -576,7 +575,7 @@ def solve_layer(W, H, grid, options):
         # CPU fallback for solvers without a GPU path (e.g. the numba block-exact rule)
         if W.device.type == "cpu" or "CPU" not in str(exc):
             raise
-        problem, _ = _layer_problem(W.cpu(), H.cpu())
+        problem, _ = _layer_problem(W.cpu(), None if H is None else H.cpu())
         sol = solve(problem, grid, **kw)
     return sol, sol.codes, sol.g_idx
 

@@ -105,7 +105,9 @@ def solve(
     grid.check_columns(problem.W.shape[1])
     t0 = time.perf_counter()
     order = "minpivot" if base_method == "minpivot" else ("act" if act_order and base_method != "rtn" else "natural")
-    prep = prepare(problem, grid, order=order, percdamp=percdamp, dtype=options.get("dtype"))
+    # round-to-nearest (also under refine/refit, which re-decode with rtn) needs no factors
+    prep = prepare(problem, grid, order=order, percdamp=percdamp, dtype=options.get("dtype"),
+                   factor=base_method != "rtn")
     stats: dict = {"damping": prep.lam, "order": order, "percdamp": percdamp, "seed": seed}
     blocksize = int(options.get("blocksize", 128))
     trace = bool(options.get("trace", False))

@@ -59,8 +59,8 @@ class Prepared:
 
     W: torch.Tensor  # (m, n) weights in processing order, dead columns zeroed
     Hd: torch.Tensor  # damped Hessian in processing order
-    R: torch.Tensor  # upper Cholesky factor of Hd^{-1}
-    B: torch.Tensor  # upper triangular, B Bᵀ = Hd, B = R⁻¹
+    R: torch.Tensor | None  # upper Cholesky factor of Hd^{-1} (None: prepared with factor=False)
+    B: torch.Tensor | None  # upper triangular, B Bᵀ = Hd, B = R⁻¹ (None likewise)
     perm: torch.Tensor
     lam: float
     S: torch.Tensor  # (m, n) per-column scale (processing order); filled later for dynamic groups
@@ -84,8 +84,12 @@ def min_pivot_order(H: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(order[::-1].copy()).to(H.device)
 
 
-def prepare(problem: LayerProblem, grid: Grid, *, order: str = "natural", percdamp: float = 0.01, dtype=None) -> Prepared:
-    """Damp, order, factor; compute static (per-channel or static-group) scales."""
+def prepare(problem: LayerProblem, grid: Grid, *, order: str = "natural", percdamp: float = 0.01, dtype=None,
+            factor: bool = True) -> Prepared:
+    """Damp, order, factor; compute static (per-channel or static-group) scales.
+
+    ``factor=False`` skips the Cholesky factors (``R`` and ``B`` are then None): for solvers
+    without error feedback (``rtn``), whose codes depend on the weights alone."""
     if not isinstance(problem, LayerProblem):
         raise ValueError(f"problem must be a LayerProblem, got {type(problem).__name__}")
     if not isinstance(grid, Grid):
@@ -116,18 +120,20 @@ def prepare(problem: LayerProblem, grid: Grid, *, order: str = "natural", percda
     # Then R = B⁻¹ is the upper Cholesky factor of (Hp + λI)⁻¹ (GPTQ's Hinv).
     mean_diag = float(torch.diagonal(Hp).mean())
     eye = torch.eye(n, dtype=dtype, device=device)
-    Hrev = Hp.flip(0, 1)
-    p = percdamp
-    for _ in range(8):
-        lam = p * mean_diag
-        Lrev, info = torch.linalg.cholesky_ex(Hrev + lam * eye)
-        if info.item() == 0:
-            break
-        p = max(p * 10, 1e-6)
-    else:
-        raise ValueError(f"Cholesky of the damped Hessian failed up to percdamp = {p / 10:g}; H is numerically singular")
-    B = Lrev.flip(0, 1)
-    R = _upper_inverse(B)
+    lam, B, R = percdamp * mean_diag, None, None
+    if factor:
+        Hrev = Hp.flip(0, 1)
+        p = percdamp
+        for _ in range(8):
+            lam = p * mean_diag
+            Lrev, info = torch.linalg.cholesky_ex(Hrev + lam * eye)
+            if info.item() == 0:
+                break
+            p = max(p * 10, 1e-6)
+        else:
+            raise ValueError(f"Cholesky of the damped Hessian failed up to percdamp = {p / 10:g}; H is numerically singular")
+        B = Lrev.flip(0, 1)
+        R = _upper_inverse(B)
     Hp = Hp + lam * eye
     Wp = W[:, perm].contiguous()
     dynamic = grid.group_size is not None and not grid.static_groups

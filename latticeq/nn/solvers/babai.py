@@ -35,12 +35,6 @@ from latticeq.nn.solvers._base import Prepared
 __all__ = ["nearest_plane_codes", "babai_trace", "babai_bound"]
 
 
-def _upper_factor(prep: Prepared) -> torch.Tensor:
-    n = prep.R.shape[0]
-    eye = torch.eye(n, dtype=prep.R.dtype, device=prep.R.device)
-    return torch.linalg.solve_triangular(prep.R, eye, upper=True)
-
-
 def nearest_plane_codes(prep: Prepared, blocksize: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """Nearest-plane codes (processing order), per-column scales and zeros, stats with the
     final lattice residual norms² per row (= damped row objective) and ``B``.
