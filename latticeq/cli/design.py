@@ -185,9 +185,9 @@ def identify_cmd(lattice, rtol, plot_path, force):
 @click.option("--dims", default="13-24", show_default=True)
 @click.option("--results", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="results", show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite existing OUT/study.{csv,md,png}.")
+@click.option("--force", is_flag=True, help="Overwrite existing OUT/study.{csv,md,png} and OUT/best.md.")
 def study_cmd(dims, results, out, force):
-    """Write OUT/study.{csv,md,png} from the finished results."""
+    """Write OUT/study.{csv,md,png} and OUT/best.md from the finished results."""
     from pathlib import Path
 
     from latticeq.design.study import run_study
@@ -195,14 +195,14 @@ def study_cmd(dims, results, out, force):
 
     if not Path(out).is_dir():
         raise click.ClickException(f"--out {out!r} is not an existing folder")
-    for name in ("study.csv", "study.md", "study.png"):
+    for name in ("study.csv", "study.md", "study.png", "best.md"):
         check_output(Path(out) / name, force=force, what="--out")
 
     try:
         rows = run_study(dims, results=results, out=out)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{len(rows)} dimensions -> {out}/study.csv, study.md, study.png")
+    click.echo(f"{len(rows)} dimensions -> {out}/study.csv, study.md, study.png, best.md")
 
 
 COMMANDS = [search_cmd, campaign_cmd, splice_cmd, compare_cmd, identify_cmd, study_cmd]
