@@ -62,3 +62,11 @@ def tiny_gpt2(seed: int = 0, layers: int = 2, vocab: int = 256):
     cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=layers, n_head=4, n_positions=256,
                      bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(cfg).eval()
+
+
+def tiny_model_folder(d):
+    """A saved tiny Llama with the byte tokenizer in ``d/model`` and calibration text ``d/calib.txt``."""
+    tiny_llama().save_pretrained(d / "model")
+    byte_tokenizer().save_pretrained(d / "model")
+    (d / "calib.txt").write_text("It was a bright cold day in April. " * 200, encoding="utf-8")
+    return d

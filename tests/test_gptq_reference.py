@@ -8,22 +8,9 @@ import pytest
 import torch
 
 from latticeq.nn.grid import Grid
-from latticeq.nn.layer import LayerProblem
 from latticeq.nn.solvers import solve
 from latticeq.nn.solvers.reference import reference_gptq
-
-
-def _problem(m, n, seed, dead=()):
-    g = torch.Generator().manual_seed(seed)
-    k = 2 * n
-    scales = torch.rand(n, generator=g, dtype=torch.float64) ** 3 + 0.05
-    X = torch.randn(k, n, generator=g, dtype=torch.float64) * scales + 0.5 * torch.randn(k, 1, generator=g, dtype=torch.float64)
-    H = 2 * X.T @ X / k
-    for j in dead:
-        H[j, :] = 0
-        H[:, j] = 0
-    W = 0.05 * torch.randn(m, n, generator=g, dtype=torch.float64)
-    return LayerProblem(W, H)
+from test_layer_solvers import _problem
 
 
 CASES = [  # (n, group size): n a multiple of both, of neither, of the group only
@@ -35,7 +22,7 @@ CASES = [  # (n, group size): n a multiple of both, of neither, of the group onl
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize("static", [False, True])
 def test_gptq_equals_the_reference_weight_for_weight(n, g, act_order, static):
-    P = _problem(12, n, seed=n + g, dead=(3,))
+    P = _problem(m=12, n=n, seed=n + g, dead=(3,))
     grid = Grid(3, group_size=g, static_groups=static)
     Qref, cref = reference_gptq(P.W, P.H, bits=3, groupsize=g, actorder=act_order, static_groups=static,
                                 blocksize=128, dtype=torch.float64)
@@ -48,7 +35,7 @@ def test_gptq_equals_the_reference_weight_for_weight(n, g, act_order, static):
 
 @pytest.mark.parametrize("bits,mse", [(2, False), (4, False), (3, True)])
 def test_gptq_equals_the_reference_on_other_grids(bits, mse):
-    P = _problem(16, 330, seed=bits)
+    P = _problem(m=16, n=330, seed=bits)
     grid = Grid(bits, group_size=64, mse=mse)
     _, cref = reference_gptq(P.W, P.H, bits=bits, groupsize=64, actorder=True, blocksize=128, dtype=torch.float64,
                              find_params=grid.find_params if mse else None)
@@ -57,7 +44,7 @@ def test_gptq_equals_the_reference_on_other_grids(bits, mse):
 
 
 def test_refresh_rules_differ_only_where_a_group_starts_inside_a_block():
-    P = _problem(16, 384, seed=5)
+    P = _problem(m=16, n=384, seed=5)
     for g, same in ((128, True), (256, True), (64, False), (32, False)):
         a = solve(P, Grid(3, group_size=g), "gptq", act_order=True)
         b = solve(P, Grid(3, group_size=g, group_refresh="updated"), "gptq", act_order=True)
@@ -68,7 +55,7 @@ def test_refresh_rules_differ_only_where_a_group_starts_inside_a_block():
 @pytest.mark.parametrize("n,g", [(384, 32), (200, 64), (576, 128), (256, 96)])
 @pytest.mark.parametrize("act_order", [False, True])
 def test_babai_equals_gptq_under_both_refresh_rules(refresh, n, g, act_order):
-    P = _problem(20, n, seed=7 * n + g, dead=(11,))
+    P = _problem(m=20, n=n, seed=7 * n + g, dead=(11,))
     grid = Grid(3, group_size=g, group_refresh=refresh)
     a = solve(P, grid, "gptq", act_order=act_order)
     b = solve(P, grid, "babai", act_order=act_order)
@@ -77,7 +64,7 @@ def test_babai_equals_gptq_under_both_refresh_rules(refresh, n, g, act_order):
 
 
 def test_updated_refresh_does_not_depend_on_the_block_size():
-    P = _problem(10, 192, seed=9)
+    P = _problem(m=10, n=192, seed=9)
     grid = Grid(3, group_size=32, group_refresh="updated")
     a = solve(P, grid, "gptq", act_order=True, blocksize=128)
     b = solve(P, grid, "gptq", act_order=True, blocksize=32)
@@ -85,7 +72,7 @@ def test_updated_refresh_does_not_depend_on_the_block_size():
 
 
 def test_group_size_bad_input():
-    P = _problem(4, 30, seed=1)
+    P = _problem(m=4, n=30, seed=1)
     with pytest.raises(ValueError, match="group_size 31 exceeds the number of columns 30"):
         solve(P, Grid(3, group_size=31), "gptq")
     for bad in (0, -1, 2.5, True):

@@ -12,7 +12,7 @@ from latticeq.nn import pipeline as pl  # noqa: E402
 from latticeq.nn.grid import Grid  # noqa: E402
 from latticeq.nn.layer import HessianAccumulator, LayerProblem  # noqa: E402
 from latticeq.nn.solvers import solve  # noqa: E402
-from model_helpers import byte_tokenizer, tiny_gemma, tiny_gpt2, tiny_llama, tiny_opt  # noqa: E402
+from model_helpers import byte_tokenizer, tiny_gemma, tiny_gpt2, tiny_llama, tiny_model_folder, tiny_opt  # noqa: E402
 
 
 def _windows(n=8, L=24, seed=0):
@@ -233,10 +233,7 @@ def test_bad_options_and_models():
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_llama().save_pretrained(d / "model")
-    byte_tokenizer().save_pretrained(d / "model")
-    (d / "calib.txt").write_text("It was a bright cold day in April. " * 200, encoding="utf-8")
+    d = tiny_model_folder(tmp_path_factory.mktemp("tiny"))
     (d / "eval.txt").write_text("The clocks were striking thirteen, and all was well. " * 40, encoding="utf-8")
     return d
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from latticeq.cli import main
 from latticeq.design.campaign import run_campaign
 from latticeq.design.search import SearchPaused, run_search
-from model_helpers import byte_tokenizer, tiny_llama
+from model_helpers import tiny_model_folder
 
 SMALL = dict(final_samples=2000, select_samples=1000, progress=False, workers=1)
 
@@ -65,11 +65,7 @@ def test_campaign_pauses_resumes_and_refuses_other_settings(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    tiny_llama().save_pretrained(d / "model")
-    byte_tokenizer().save_pretrained(d / "model")
-    (d / "calib.txt").write_text("It was a bright cold day in April. " * 200, encoding="utf-8")
-    return d
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny"))
 
 
 def _quantize(tiny, out, *extra):
