@@ -12,7 +12,7 @@ from latticeq.nn import pipeline as pl  # noqa: E402
 from latticeq.nn.grid import Grid  # noqa: E402
 from latticeq.nn.layer import HessianAccumulator, LayerProblem  # noqa: E402
 from latticeq.nn.solvers import solve  # noqa: E402
-from model_helpers import byte_tokenizer, tiny_gemma, tiny_gpt2, tiny_llama, tiny_model_folder, tiny_opt  # noqa: E402
+from model_helpers import tiny_gemma, tiny_gpt2, tiny_llama, tiny_model_folder, tiny_opt  # noqa: E402
 
 
 def _windows(n=8, L=24, seed=0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+
 from pathlib import Path
 
 import click

@@ -404,7 +404,6 @@ def quantize_model(
     import torch
 
     from latticeq.nn.checkpoint import quantized_layer
-    from latticeq.nn.layer import HessianAccumulator, LayerProblem
     from latticeq.progress import make_progress
 
     options.validate()
