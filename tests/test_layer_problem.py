@@ -94,6 +94,15 @@ def test_hessian_accumulator_matches_formula():
     assert acc.nsamples == 6
     with pytest.raises(ValueError, match="expected n = 5"):
         acc.add_batch(torch.randn(2, 4))
+    assert torch.equal(acc.hessian, acc.hessian.T)
+    # float32 (GPTQ's precision) agrees with the float64 formula; bad inputs are caught on reading
+    acc32 = HessianAccumulator(5)
+    for x in xs:
+        acc32.add_batch(x.float())
+    assert torch.allclose(acc32.hessian.double(), 2.0 / 5 * allx.T @ allx, rtol=1e-5, atol=1e-6)
+    acc32.add_batch(torch.tensor([[float("nan")] * 5]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        acc32.hessian
 
 
 def _spd(n, seed=0):

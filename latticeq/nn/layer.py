@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 __all__ = ["HessianAccumulator", "LayerProblem"]
@@ -23,6 +24,10 @@ class HessianAccumulator:
     ``N`` counts samples as GPTQ does: a batch of shape ``(b, t, n)`` adds ``b`` samples, a
     2-D batch ``(t, n)`` (one sequence) adds one. The scale of ``H`` does not change any
     solution (damping is relative), only its shape.
+
+    On the CPU the update is BLAS ``syrk`` on one triangle (half the flops of ``xᵀx``); the
+    other triangle is filled, and the whole checked for NaN/inf (which any bad input would
+    leave there), when :attr:`hessian` is read.
 
     Parameters
     ----------
@@ -36,7 +41,13 @@ class HessianAccumulator:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         self.n = n
-        self.hessian = torch.zeros(n, n, device=device, dtype=dtype)
+        self._H = torch.zeros(n, n, device=device, dtype=dtype)
+        self._syrk = None
+        if self._H.device.type == "cpu" and dtype in (torch.float32, torch.float64):
+            from scipy.linalg.blas import dsyrk, ssyrk
+
+            self._syrk = ssyrk if dtype == torch.float32 else dsyrk
+            self._upper = np.zeros((n, n), dtype=np.float32 if dtype == torch.float32 else np.float64, order="F")
         self.nsamples = 0
 
     def add_batch(self, x: torch.Tensor) -> None:
@@ -48,13 +59,28 @@ class HessianAccumulator:
         if x.ndim <= 2:
             x = x.reshape(1, -1, self.n)
         count = x.shape[0]
-        x = x.reshape(-1, self.n).to(device=self.hessian.device, dtype=self.hessian.dtype)
-        if not torch.isfinite(x).all():
-            raise ValueError("x contains NaN or infinite values")
-        self.hessian *= self.nsamples / (self.nsamples + count)
+        x = x.reshape(-1, self.n).to(device=self._H.device, dtype=self._H.dtype)
+        decay = self.nsamples / (self.nsamples + count)
         self.nsamples += count
-        x = (2.0 / self.nsamples) ** 0.5 * x
-        self.hessian += x.T @ x
+        alpha = 2.0 / self.nsamples
+        if self._syrk is not None:
+            # upper triangle of  decay·H + alpha·xᵀx  (x C-ordered is xᵀ Fortran-ordered)
+            self._upper = self._syrk(alpha, np.ascontiguousarray(x.detach().numpy()).T, beta=decay,
+                                     c=self._upper, trans=0, lower=0, overwrite_c=1)
+        else:
+            self._H *= decay
+            x = alpha ** 0.5 * x
+            self._H += x.T @ x
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """``H`` (n × n, symmetric); ValueError if any input held NaN or infinite values."""
+        if self._syrk is not None:
+            U = torch.from_numpy(np.triu(self._upper))
+            self._H = U + torch.triu(U, diagonal=1).T
+        if not torch.isfinite(self._H).all():
+            raise ValueError("calibration inputs contain NaN or infinite values")
+        return self._H
 
 
 def _as_tensor(a, name: str) -> torch.Tensor:
