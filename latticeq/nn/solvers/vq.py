@@ -1,0 +1,198 @@
+"""Vector quantization of a layer with a lattice codebook: block Babai (BlockLDLQ).
+
+GPTQ ≡ Babai decides one column at a time. Here ``d`` consecutive columns (processing order)
+are decided at once, each row's block to the nearest codeword of its error-fed target, and the
+error is propagated through the block-triangular factor of the damped Hessian — QuIP#'s
+BlockLDLQ (Tseng et al., arXiv 2402.04396), on GPTQ's lazy-update driver. With ``R`` the upper
+Cholesky factor of ``(H + λI)⁻¹`` (GPTQ's ``Hinv``) and a block ``b = [a, a + d)``:
+
+.. math::  t_b = w_b / s,\\quad c_b = \\operatorname{encode}(t_b),\\quad q_b = s\\,\\operatorname{decode}(c_b),
+           \\quad E_b = (w_b - q_b) R_{bb}^{-1},\\quad w_{>b} \\mathrel{-}= E_b R_{b,>b}.
+
+``Σ_b ‖E_b‖²`` per row is the damped objective ``(w − q)(H + λI)(w − q)ᵀ`` for any decisions.
+With ``d = 1`` and the scalar code (:class:`~latticeq.lattice.codebook.ScalarCode`, target
+``w/s + z``) this is GPTQ column for column. The decision within a block is the Euclidean
+nearest codeword (as QuIP#), exact for every code the core encodes exactly.
+
+Scales: one per row, from an RMS guess, then refitted by H-weighted least squares for the
+codes found (``s = w H pᵀ / p H pᵀ`` with ``p`` the decoded codewords), re-decoding with the new
+scale; each row keeps its best.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["block_feedback", "VQSolution", "vq_solve"]
+
+
+def block_feedback(prep, codebook, scales, zeros=None, *, blocksize: int = 128):
+    """The block recursion on a prepared layer (:func:`latticeq.nn.solvers._base.prepare`).
+
+    ``scales`` (m,) per row; ``zeros`` (m,) added to the targets in code units (the scalar
+    grid's zero point; None = 0). Returns ``(codes (m, n/d) int64, Q (m, n) processing order,
+    damped (m,))``.
+    """
+    d = codebook.dim
+    W = prep.W.clone()
+    R = prep.R
+    m, n = W.shape
+    if n % d:
+        raise ValueError(f"the layer's {n} columns are not a multiple of the codebook dimension {d}")
+    if blocksize % d:
+        blocksize = d * max(1, blocksize // d)
+    s = scales.to(W).reshape(m, 1)
+    z = None if zeros is None else zeros.to(W).reshape(m, 1)
+    codes = np.zeros((m, n // d), dtype=np.int64)
+    Q = torch.zeros_like(W)
+    damped = torch.zeros(m, dtype=W.dtype)
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        W1 = W[:, i1:i2].clone()
+        E1 = torch.zeros_like(W1)
+        R1 = R[i1:i2, i1:i2]
+        for a in range(0, i2 - i1, d):
+            t = W1[:, a:a + d] / s
+            if z is not None:
+                t = t + z
+            c = codebook.encode(t.cpu().numpy())
+            p = torch.from_numpy(codebook.decode(c)).to(W)
+            if z is not None:
+                p = p - z
+            q = s * p
+            codes[:, (i1 + a) // d] = c
+            Q[:, i1 + a:i1 + a + d] = q
+            if d == 1:
+                E = (W1[:, a:a + 1] - q) / R1[a, a]
+            else:
+                E = torch.linalg.solve_triangular(R1[a:a + d, a:a + d], W1[:, a:a + d] - q, upper=True, left=False)
+            E1[:, a:a + d] = E
+            W1[:, a + d:] -= E @ R1[a:a + d, a + d:]
+        damped += (E1 * E1).sum(dim=1)
+        W[:, i2:] -= E1 @ R[i1:i2, i2:]
+    return codes, Q, damped
+
+
+@dataclass
+class VQSolution:
+    """A layer quantized with a codebook.
+
+    Attributes
+    ----------
+    codes : (m, n/d) int64 — codeword indices of each row's blocks (transformed basis,
+        processing order).
+    scales : (m,) float32 — one scale per row (stored as fp16).
+    dequant : (m, n) float32 — the weights in the original basis and column order.
+    error, relative_error : the layer objective ``tr((W − Q) H (W − Q)ᵀ)`` and its ratio to
+        ``tr(W H Wᵀ)``, with the undamped ``H``.
+    bits_per_weight : codes + scales (fp16 per row), divided by ``m·n``.
+    perm : (n,) processing order of the (transformed) columns.
+    transforms : the output and input transforms' descriptions (None when not used).
+    stats : refit history, times, overload rate.
+    """
+
+    codes: np.ndarray
+    scales: torch.Tensor
+    dequant: torch.Tensor
+    error: float
+    relative_error: float
+    bits_per_weight: float
+    perm: torch.Tensor
+    transforms: dict | None
+    stats: dict = field(default_factory=dict)
+
+
+def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.01, blocksize: int = 128,
+             incoherence: bool = True, seed: int = 0, refit_iters: int = 2, fallback: bool = True,
+             load: float = 1.0) -> VQSolution:
+    """Quantize ``problem`` (a :class:`~latticeq.nn.layer.LayerProblem`) with ``codebook``.
+
+    ``incoherence``: randomized Hadamard transforms of both dimensions first (seeded; the dense
+    random orthogonal fallback where no Hadamard matrix is constructed, unless ``fallback`` is
+    False). ``load`` scales the initial RMS-matched scale (1 = the codebook's RMS matches the
+    row's). ``refit_iters`` least-squares scale refits, each followed by a new decoding.
+    """
+    import time
+
+    from latticeq.nn.grid import Grid
+    from latticeq.nn.layer import LayerProblem
+    from latticeq.nn.solvers._base import prepare
+
+    if not isinstance(problem, LayerProblem):
+        raise ValueError(f"problem must be a LayerProblem, got {type(problem).__name__}")
+    if isinstance(refit_iters, bool) or not isinstance(refit_iters, int) or refit_iters < 0:
+        raise ValueError(f"refit_iters must be an integer >= 0, got {refit_iters!r}")
+    if not load > 0:
+        raise ValueError(f"load must be positive, got {load!r}")
+    t0 = time.perf_counter()
+    W0 = problem.W.to(torch.float64)
+    H0 = problem.H.to(torch.float64)
+    m, n = W0.shape
+    if n % codebook.dim:
+        raise ValueError(f"the layer's {n} columns are not a multiple of the codebook dimension {codebook.dim}")
+    U = V = None
+    if incoherence:
+        from latticeq.nn.incoherence import random_orthogonal
+
+        U = random_orthogonal(m, seed, fallback=fallback)
+        V = random_orthogonal(n, seed + 1, fallback=fallback)
+        Um, Vm = torch.from_numpy(U.matrix), torch.from_numpy(V.matrix)
+        Wt, Ht = Um @ W0 @ Vm.T, Vm @ H0 @ Vm.T
+        Ht = (Ht + Ht.T) / 2
+        P = LayerProblem(Wt, Ht)
+    else:
+        P = problem
+    prep = prepare(P, Grid(8), order="act" if act_order else "natural", percdamp=percdamp, dtype=torch.float64)
+    table = codebook.codewords() if codebook.size <= 2**20 else None
+    code_rms = math.sqrt(float((table ** 2).mean())) if table is not None else 1.0
+    row_rms = prep.W.pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
+    s = load * row_rms / code_rms
+    Hp = P.H.to(torch.float64)[prep.perm][:, prep.perm]
+
+    def objective(Q):
+        E = prep.W - Q
+        return ((E @ Hp) * E).sum(dim=1)
+
+    codes, Q, _ = block_feedback(prep, codebook, s, blocksize=blocksize)
+    best = objective(Q)
+    history = [float(best.sum())]
+    for _ in range(refit_iters):
+        Pn = Q / s[:, None]  # decoded codewords in code units
+        num = ((prep.W @ Hp) * Pn).sum(dim=1)
+        den = ((Pn @ Hp) * Pn).sum(dim=1)
+        s_new = torch.where(den > 0, num / den.clamp_min(1e-300), s).clamp_min(1e-12)
+        c2, Q2, _ = block_feedback(prep, codebook, s_new, blocksize=blocksize)
+        # each row keeps its better solution: the refitted scale with the old codes, or the new decoding
+        o_fit = objective(Pn * s_new[:, None])
+        o_new = objective(Q2)
+        use_new = o_new <= o_fit
+        cand_Q = torch.where(use_new[:, None], Q2, Pn * s_new[:, None])
+        cand_codes = np.where(use_new.numpy()[:, None], c2, codes)
+        cand = torch.minimum(o_new, o_fit)
+        better = cand < best
+        Q = torch.where(better[:, None], cand_Q, Q)
+        codes = np.where(better.numpy()[:, None], cand_codes, codes)
+        s = torch.where(better, s_new, s)
+        best = torch.minimum(cand, best)
+        history.append(float(best.sum()))
+    # back to the original basis and column order
+    inv = torch.argsort(prep.perm)
+    Qt = Q[:, inv]
+    deq = (torch.from_numpy(U.matrix).T @ Qt @ torch.from_numpy(V.matrix)) if incoherence else Qt
+    s16 = s.to(torch.float16)
+    if not torch.equal(s16.to(torch.float64), s):  # what is stored is fp16: use exactly that
+        deq = deq * (s16.to(torch.float64) / s)[:, None] if not incoherence else \
+            torch.from_numpy(U.matrix).T @ (Qt * (s16.to(torch.float64) / s)[:, None]) @ torch.from_numpy(V.matrix)
+    err = problem.objective(deq)
+    base = problem.baseline()
+    bpw = (codes.size * codebook.bits + 16 * m) / (m * n)
+    transforms = None if not incoherence else {"output": U.describe(), "input": V.describe()}
+    return VQSolution(codes=codes, scales=s16.to(torch.float32), dequant=deq.to(torch.float32), error=err,
+                      relative_error=err / base if base > 0 else 0.0, bits_per_weight=bpw, perm=prep.perm,
+                      transforms=transforms,
+                      stats={"refit_history": history, "seconds": time.perf_counter() - t0,
+                             "codebook": codebook.spec(), "damping": prep.lam})
