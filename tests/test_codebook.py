@@ -51,8 +51,13 @@ def test_large_codes_use_the_fast_encoder_and_flag_overload():
     codes, overload = C.encode(inside, return_overload=True)
     assert not overload.any()
     assert np.allclose(C.decode(codes), inside, atol=0.05)
-    _, overload = C.encode(100 * rng.standard_normal((50, 8)), return_overload=True)
+    far = 100 * rng.standard_normal((50, 8))
+    codes, overload = C.encode(far, return_overload=True)
     assert overload.all()
+    # overloaded targets get an in-region codeword (shrunk target), no farther than the origin's
+    _, again = C._fast(C.decode(codes))
+    assert not again.any()
+    assert (((far - C.decode(codes)) ** 2).sum(1) <= ((far - C.decode(np.zeros(50, np.int64))) ** 2).sum(1)).all()
 
 
 def test_codebook_bad_input():

@@ -73,3 +73,40 @@ def test_quantize_layer_bad_hessian_and_missing_file(tmp_path):
     assert r.exit_code != 0 and "not symmetric" in r.output
     r = CliRunner().invoke(main, ["quantize-layer", str(tmp_path / "nope.npy"), h, "--bits", "3", "--out", str(tmp_path / "o.npz")])
     assert r.exit_code != 0 and "file not found" in r.output
+
+
+def test_quantize_layer_bits_per_weight_counts_everything(tmp_path):
+    w, h = _files(tmp_path, m=6, n=32)
+    out = str(tmp_path / "s.npz")
+    r = CliRunner().invoke(main, ["quantize-layer", w, h, "--bits", "3", "--group-size", "16", "--out", out])
+    assert r.exit_code == 0, r.output
+    # 3-bit codes + per (row, group) fp16 scale and 3-bit zero + int32 g_idx per column
+    assert float(np.load(out)["bits_per_weight"]) == pytest.approx((3 * 192 + 2 * 6 * 19 + 32 * 32) / 192)
+
+
+@pytest.mark.parametrize("codebook,d", [("voronoi:D4", 4), ("voronoi:E8", 8)])
+def test_quantize_layer_with_a_lattice_codebook(tmp_path, codebook, d):
+    w, h = _files(tmp_path, m=6, n=32)
+    out = str(tmp_path / "v.npz")
+    r = CliRunner().invoke(main, ["quantize-layer", w, h, "--bits", "2", "--codebook", codebook, "--act-order",
+                                  "--seed", "5", "--out", out])
+    assert r.exit_code == 0, r.output
+    z = np.load(out)
+    assert z["codes"].shape == (6, 32 // d) and z["scales"].shape == (6,) and z["dequant"].shape == (6, 32)
+    assert float(z["bits_per_weight"]) == pytest.approx(2 + 16 / 32)
+    prov = json.loads(str(z["provenance"]))
+    assert prov["codebook"]["lattice"]["catalog"] == codebook.split(":")[1] and prov["transforms"]["input"]["seed"] == 6
+    from latticeq.nn.layer import LayerProblem
+
+    P = LayerProblem(torch.from_numpy(np.load(w)), torch.from_numpy(np.load(h)))
+    assert float(z["error"]) == pytest.approx(P.objective(torch.from_numpy(z["dequant"]).double()), rel=1e-5)
+
+
+@pytest.mark.parametrize("codebook,msg", [("e8q", "unknown codebook 'e8q'"), ("voronoi:Q9", "unknown lattice 'Q9'"),
+                                          ("voronoi:E8", "not a multiple of the codebook dimension 8")])
+def test_quantize_layer_codebook_bad_input(tmp_path, codebook, msg):
+    w, h = _files(tmp_path, m=6, n=30)
+    r = CliRunner().invoke(main, ["quantize-layer", w, h, "--bits", "2", "--codebook", codebook,
+                                  "--out", str(tmp_path / "v.npz")])
+    assert r.exit_code == 2 and msg in r.output
+    assert not (tmp_path / "v.npz").exists()

@@ -34,11 +34,17 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.option("--block", type=int, default=None, help="Block size b for --method block.")
 @click.option("--max-nodes", type=int, default=None, help="Node budget per row and block for --method block.")
 @click.option("--k", "k", type=int, default=None, help="Candidates per row for --method kbest.")
+@click.option("--codebook", default="scalar", show_default=True,
+              help="scalar, voronoi:NAME (D4, E8, BW16, Leech) or voronoi:PATH.json; with a Voronoi code --bits is "
+                   "bits per dimension and the solver is block Babai with least-squares scales.")
+@click.option("--no-incoherence", is_flag=True, help="Vector codebooks: skip the randomized Hadamard transforms.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
-def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, out, force):
+def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, codebook, no_incoherence, out, force):
     """Quantize one linear layer W (m×n) with proxy Hessian H (n×n) and write OUT.npz
-    (codes, scales, zeros, g_idx, dequant, perm, error, relative_error, provenance)."""
+    (codes, scales, zeros, g_idx, dequant, perm, error, relative_error, bits_per_weight, provenance;
+    with a Voronoi --codebook: codes, scales, dequant, perm, error, relative_error, bits_per_weight,
+    provenance)."""
     import numpy as np
     import torch
 
@@ -54,8 +60,17 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
         if not os.path.exists(p):
             raise click.BadParameter(f"file not found: {p}")
     check_output(out, force=force, what="--out")  # before any work
+    from latticeq.lattice.codebook import parse_codebook
+
+    try:
+        cb = parse_codebook(codebook, bits)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--codebook") from None
     W = torch.from_numpy(load_array(w_path, "W.npy"))
     H = torch.from_numpy(load_array(h_path, "H.npy"))
+    if cb is not None:
+        _vector_layer(W, H, cb, bits, act_order, percdamp, seed, not no_incoherence, out, w_path, h_path)
+        return
     try:
         grid = Grid(bits=bits, group_size=group_size, sym=sym, mse=mse, static_groups=static_groups,
                     group_refresh=group_refresh)
@@ -72,7 +87,12 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
         "latticeq": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": sol.stats.get("seconds"),
     }
+    m, n = sol.codes.shape
+    groups = sol.scales.shape[1]
+    # everything the GPTQ format stores: codes, fp16 scales and bits-wide zeros per group, int32 g_idx
+    bpw = (bits * m * n + groups * m * (16 + bits) + 32 * n) / (m * n)
     arrays = dict(
+        bits_per_weight=np.float64(bpw),
         codes=sol.codes.cpu().numpy(),
         scales=sol.scales.cpu().numpy(),
         zeros=sol.zeros.cpu().numpy(),
@@ -85,7 +105,34 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
     )
     # a unique temp file beside OUT, renamed into place: concurrent writers never collide
     atomic_write(out, lambda f: np.savez(f, **arrays))
-    click.echo(f"{method}: error {sol.error:.6g}, relative error {sol.relative_error:.6g}, {sol.stats.get('seconds', 0):.3f} s -> {out}")
+    click.echo(f"{method}: error {sol.error:.6g}, relative error {sol.relative_error:.6g}, {bpw:.3f} bits/weight, "
+               f"{sol.stats.get('seconds', 0):.3f} s -> {out}")
+
+
+def _vector_layer(W, H, cb, bits, act_order, percdamp, seed, incoherence, out, w_path, h_path):
+    """``quantize-layer --codebook voronoi:…``: block Babai with the codebook (latticeq.nn.solvers.vq)."""
+    import numpy as np
+
+    from latticeq import __version__
+    from latticeq.io import atomic_write
+    from latticeq.nn.layer import LayerProblem
+    from latticeq.nn.solvers.vq import vq_solve
+
+    try:
+        sol = vq_solve(LayerProblem(W, H), cb, act_order=act_order, percdamp=percdamp, seed=seed,
+                       incoherence=incoherence)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    provenance = {"codebook": cb.spec(), "bits_per_dimension": bits, "act_order": act_order, "percdamp": percdamp,
+                  "seed": seed, "transforms": sol.transforms, "W": os.path.abspath(w_path), "H": os.path.abspath(h_path),
+                  "latticeq": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "seconds": sol.stats["seconds"]}
+    arrays = dict(dequant=sol.dequant.numpy(), codes=sol.codes, scales=sol.scales.numpy(),
+                  perm=sol.perm.numpy(), error=np.float64(sol.error), relative_error=np.float64(sol.relative_error),
+                  bits_per_weight=np.float64(sol.bits_per_weight), provenance=json.dumps(provenance))
+    atomic_write(out, lambda f: np.savez(f, **arrays))
+    click.echo(f"{cb.spec()['kind']} d={cb.dim}: error {sol.error:.6g}, relative error {sol.relative_error:.6g}, "
+               f"{sol.bits_per_weight:.3f} bits/weight, {sol.stats['seconds']:.2f} s -> {out}")
 
 
 @click.command("record-hessians")
@@ -99,6 +146,10 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
 @click.option("--progress/--no-progress", default=True)
 def record_hessians_cmd(model, blocks, kinds, nsamples, seqlen, seed, out_dir, progress):
     """Record (W, H) of real linear layers from calibration text (Austen, P&P held out)."""
+    if not progress:
+        from latticeq.cli.model import _quiet_transformers
+
+        _quiet_transformers()
     from latticeq.nn.hessians import record_hessians
 
     try:

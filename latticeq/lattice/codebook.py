@@ -17,8 +17,9 @@ and the code of a lattice point ``x = uG`` is ``u mod q``. The *fast* encoder ma
 its closest lattice point and reduces it modulo ``qΛ``; that is the nearest codeword only when
 the target lies in the shaping region. Outside it (overload) the nearest codeword is found
 exactly here when the code has at most ``2^16`` codewords (a k-d tree over all of them);
-larger codes use the fast encoder and report which rows overloaded (``encode(...,
-return_overload=True)``).
+larger codes shrink the target towards the origin until it falls inside and keep the nearest
+of those candidates (a valid, near codeword; not guaranteed the nearest). ``encode(...,
+return_overload=True)`` reports which rows overloaded.
 
 :class:`ScalarCode` — the integers ``{0, …, 2^b − 1}`` in one dimension (the scalar grid of GPTQ
 in code units; ``d = 1``).
@@ -31,7 +32,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-__all__ = ["Codebook", "VoronoiCode", "ScalarCode", "EXACT_LIMIT", "codebook_from_spec"]
+__all__ = ["Codebook", "VoronoiCode", "ScalarCode", "EXACT_LIMIT", "codebook_from_spec", "parse_codebook",
+           "CODEBOOKS_HELP"]
+
+CODEBOOKS_HELP = ("scalar (the integer grid, default), voronoi:NAME for a catalog lattice (voronoi:D4, "
+                  "voronoi:E8, voronoi:BW16, voronoi:Leech) or voronoi:PATH.json for a saved lattice")
 
 #: codes with at most this many codewords are encoded exactly, also under overload
 EXACT_LIMIT = 2**16
@@ -162,15 +167,38 @@ class VoronoiCode(Codebook):
         d = np.mod(np.asarray(u, dtype=np.int64), self.q)
         return (d * (self.q ** np.arange(self.dim, dtype=np.int64))[None, :]).sum(axis=1)
 
-    def encode(self, X, return_overload: bool = False):
-        X = self._check(X)
+    def _fast(self, X):
+        """Closest lattice point taken modulo qΛ, and whether that left the shaping region."""
         u = self.lattice.closest_coords(X).reshape(len(X), self.dim)
         codes = self._index(u)
-        overload = np.any(np.abs(self.decode(codes) - u @ self._G) > 1e-9 * (1 + np.abs(X).max(initial=0)), axis=1)
-        if overload.any() and self.size <= EXACT_LIMIT:
+        over = np.any(np.abs(self.decode(codes) - u @ self._G) > 1e-9 * (1 + np.abs(X).max(initial=0)), axis=1)
+        return codes, over
+
+    def encode(self, X, return_overload: bool = False):
+        """Nearest codewords. Targets outside the shaping region (``overload``, returned on
+        request): exact by a k-d tree for codes of at most :data:`EXACT_LIMIT` codewords; for
+        larger codes the target is shrunk towards the origin (factors 0.95, 0.90, …, 0.05) and
+        the nearest of the in-region candidates is taken — a valid codeword near the target,
+        not guaranteed the nearest."""
+        X = self._check(X)
+        codes, overload = self._fast(X)
+        if overload.any():
             codes = codes.copy()
-            codes[overload] = self._exact(X[overload])
+            if self.size <= EXACT_LIMIT:
+                codes[overload] = self._exact(X[overload])
+            else:
+                codes[overload] = self._shrink(X[overload])
         return (codes, overload) if return_overload else codes
+
+    def _shrink(self, X) -> np.ndarray:
+        best = np.zeros(len(X), dtype=np.int64)  # code 0 decodes to the origin's coset point
+        dist = ((X - self.decode(best)) ** 2).sum(axis=1)
+        for a in np.arange(0.95, 0.0, -0.05):
+            c, over = self._fast(a * X)
+            dc = ((X - self.decode(c)) ** 2).sum(axis=1)
+            better = ~over & (dc < dist)
+            best[better], dist[better] = c[better], dc[better]
+        return best
 
     def _exact(self, X) -> np.ndarray:
         """Nearest codeword by a k-d tree over all codewords (exact; small codes only)."""
@@ -221,3 +249,26 @@ def codebook_from_spec(spec: dict) -> Codebook:
             raise ValueError("voronoi codebook spec needs lattice.catalog or lattice.generator")
         return VoronoiCode(L, int(spec["q"]), offset=spec.get("offset"))
     raise ValueError(f"unknown codebook kind {spec['kind']!r}; known: scalar, voronoi")
+
+
+def parse_codebook(spec: str, bits: int):
+    """The codebook a user names: ``"scalar"`` → None (the scalar grid of :mod:`latticeq.nn.grid`),
+    ``"voronoi:NAME"`` / ``"voronoi:PATH.json"`` → :class:`VoronoiCode` with ``q = 2^bits``
+    (``bits`` per dimension). ValueError naming what is allowed otherwise."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"codebook must be one of: {CODEBOOKS_HELP}")
+    spec = spec.strip()
+    if spec == "scalar":
+        return None
+    kind, _, arg = spec.partition(":")
+    if kind != "voronoi" or not arg:
+        raise ValueError(f"unknown codebook {spec!r}; allowed: {CODEBOOKS_HELP}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise ValueError(f"a Voronoi code has rates of 1 to 8 bits per dimension (q = 2^bits); got {bits!r}")
+    from latticeq.lattice import load
+
+    try:
+        L = load(arg)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise ValueError(f"codebook {spec!r}: {exc}") from None
+    return VoronoiCode(L, 2**bits)

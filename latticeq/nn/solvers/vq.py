@@ -30,12 +30,13 @@ import torch
 __all__ = ["block_feedback", "VQSolution", "vq_solve"]
 
 
-def block_feedback(prep, codebook, scales, zeros=None, *, blocksize: int = 128):
+def block_feedback(prep, codebook, scales, zeros=None, *, blocksize: int = 128, feedback: bool = True):
     """The block recursion on a prepared layer (:func:`latticeq.nn.solvers._base.prepare`).
 
     ``scales`` (m,) per row; ``zeros`` (m,) added to the targets in code units (the scalar
-    grid's zero point; None = 0). Returns ``(codes (m, n/d) int64, Q (m, n) processing order,
-    damped (m,))``.
+    grid's zero point; None = 0). ``feedback=False`` is the ablation without error feedback
+    (each block rounded to its nearest codeword on its own). Returns ``(codes (m, n/d) int64,
+    Q (m, n) processing order, damped (m,))``.
     """
     d = codebook.dim
     W = prep.W.clone()
@@ -71,9 +72,11 @@ def block_feedback(prep, codebook, scales, zeros=None, *, blocksize: int = 128):
             else:
                 E = torch.linalg.solve_triangular(R1[a:a + d, a:a + d], W1[:, a:a + d] - q, upper=True, left=False)
             E1[:, a:a + d] = E
-            W1[:, a + d:] -= E @ R1[a:a + d, a + d:]
+            if feedback:
+                W1[:, a + d:] -= E @ R1[a:a + d, a + d:]
         damped += (E1 * E1).sum(dim=1)
-        W[:, i2:] -= E1 @ R[i1:i2, i2:]
+        if feedback:
+            W[:, i2:] -= E1 @ R[i1:i2, i2:]
     return codes, Q, damped
 
 
@@ -108,13 +111,14 @@ class VQSolution:
 
 def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.01, blocksize: int = 128,
              incoherence: bool = True, seed: int = 0, refit_iters: int = 2, fallback: bool = True,
-             load: float = 1.0) -> VQSolution:
+             load: float = 1.0, feedback: bool = True) -> VQSolution:
     """Quantize ``problem`` (a :class:`~latticeq.nn.layer.LayerProblem`) with ``codebook``.
 
     ``incoherence``: randomized Hadamard transforms of both dimensions first (seeded; the dense
     random orthogonal fallback where no Hadamard matrix is constructed, unless ``fallback`` is
     False). ``load`` scales the initial RMS-matched scale (1 = the codebook's RMS matches the
     row's). ``refit_iters`` least-squares scale refits, each followed by a new decoding.
+    ``feedback=False``: the ablation without error feedback.
     """
     import time
 
@@ -147,8 +151,10 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
     else:
         P = problem
     prep = prepare(P, Grid(8), order="act" if act_order else "natural", percdamp=percdamp, dtype=torch.float64)
-    table = codebook.codewords() if codebook.size <= 2**20 else None
-    code_rms = math.sqrt(float((table ** 2).mean())) if table is not None else 1.0
+    # the codebook's RMS per coordinate: exact for small codes, from 2^14 random codewords otherwise
+    pts = codebook.codewords() if codebook.size <= 2**16 else codebook.decode(
+        np.random.default_rng(0).integers(0, codebook.size, 2**14))
+    code_rms = math.sqrt(float((pts ** 2).mean()))
     row_rms = prep.W.pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
     s = load * row_rms / code_rms
     Hp = P.H.to(torch.float64)[prep.perm][:, prep.perm]
@@ -157,7 +163,7 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         E = prep.W - Q
         return ((E @ Hp) * E).sum(dim=1)
 
-    codes, Q, _ = block_feedback(prep, codebook, s, blocksize=blocksize)
+    codes, Q, _ = block_feedback(prep, codebook, s, blocksize=blocksize, feedback=feedback)
     best = objective(Q)
     history = [float(best.sum())]
     for _ in range(refit_iters):
@@ -165,7 +171,7 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         num = ((prep.W @ Hp) * Pn).sum(dim=1)
         den = ((Pn @ Hp) * Pn).sum(dim=1)
         s_new = torch.where(den > 0, num / den.clamp_min(1e-300), s).clamp_min(1e-12)
-        c2, Q2, _ = block_feedback(prep, codebook, s_new, blocksize=blocksize)
+        c2, Q2, _ = block_feedback(prep, codebook, s_new, blocksize=blocksize, feedback=feedback)
         # each row keeps its better solution: the refitted scale with the old codes, or the new decoding
         o_fit = objective(Pn * s_new[:, None])
         o_new = objective(Q2)
