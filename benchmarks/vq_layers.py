@@ -41,14 +41,14 @@ from latticeq.nn.solvers.vq import vq_solve
 #: label -> (kind, lattice, options)
 ROWS = {
     "gptq": ("scalar", None, {}),
-    "scalar best (mse, gptq+refine+refit)": ("scalar-best", None, {}),
+    "scalar best: mse grid gptq+refine+refit": ("scalar-best", None, {}),
     "voronoi Z (incoherent)": ("voronoi", "Z1", {}),
     "voronoi D4": ("voronoi", "D4", {}),
     "voronoi E8": ("voronoi", "E8", {}),
     "voronoi BW16": ("voronoi", "BW16", {}),
     "voronoi Leech": ("voronoi", "Leech", {}),
-    "E8, no incoherence": ("voronoi", "E8", {"incoherence": False}),
-    "E8, no error feedback": ("voronoi", "E8", {"feedback": False}),
+    "E8 without incoherence": ("voronoi", "E8", {"incoherence": False}),
+    "E8 without error feedback": ("voronoi", "E8", {"feedback": False}),
 }
 
 
@@ -101,23 +101,25 @@ def main() -> int:
              "ratios of the means. Per-channel scales everywhere; bits per weight count codes, fp16 scales, "
              "the scalar grid's zeros and g_idx. Time: mean seconds per layer ÷ GPTQ's, one thread, same run.", ""]
     for b in bits_list:
-        def mean(r, k):
-            v = [state[f"{b}|{n}|{r}"][k] for n, _, _ in layers if f"{b}|{n}|{r}" in state]
-            return (float(np.mean(v)), len(v)) if v else (float("nan"), 0)
+        def vals(r, k, names):
+            return np.array([state[f"{b}|{n}|{r}"][k] for n in names])
 
-        g, _ = mean("gptq", "rel")
-        sb, _ = mean("scalar best (mse, gptq+refine+refit)", "rel")
-        tg, _ = mean("gptq", "seconds")
+        tg = vals("gptq", "seconds", [n for n, _, _ in layers if f"{b}|{n}|gptq" in state])
         lines += [f"## {b} bits per dimension", "",
                   "| codebook / solver | layers | mean rel. error | ÷ scalar best | ÷ GPTQ | bits/weight | time ÷ GPTQ |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
-            rel, cnt = mean(r, "rel")
-            if not cnt:
+            # every ratio over the layers this row has (all three rows present there)
+            names = [n for n, _, _ in layers if all(f"{b}|{n}|{x}" in state for x in
+                                                     (r, "gptq", "scalar best: mse grid gptq+refine+refit"))]
+            if not names:
                 continue
-            bpw, _ = mean(r, "bpw")
-            sec, _ = mean(r, "seconds")
-            lines.append(f"| {r} | {cnt} | {rel:.5f} | {rel / sb:.3f} | {rel / g:.3f} | {bpw:.3f} | {sec / tg:.1f}× |")
+            rel = vals(r, "rel", names).mean()
+            sb = vals("scalar best: mse grid gptq+refine+refit", "rel", names).mean()
+            g = vals("gptq", "rel", names).mean()
+            t = vals(r, "seconds", names).mean() / vals("gptq", "seconds", names).mean()
+            lines.append(f"| {r} | {len(names)} | {rel:.5f} | {rel / sb:.3f} | {rel / g:.3f} | "
+                         f"{vals(r, 'bpw', names).mean():.3f} | {t:.1f}× |")
         lines.append("")
     lines += [f"latticeq {__version__}, {platform.processor() or platform.machine()}, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", ""]
