@@ -185,14 +185,11 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         s = torch.where(better, s_new, s)
         best = torch.minimum(cand, best)
         history.append(float(best.sum()))
-    # back to the original basis and column order
-    inv = torch.argsort(prep.perm)
-    Qt = Q[:, inv]
-    deq = (torch.from_numpy(U.matrix).T @ Qt @ torch.from_numpy(V.matrix)) if incoherence else Qt
+    # the scales are stored in fp16: dequantize with exactly those, then back to the original
+    # basis and column order
     s16 = s.to(torch.float16)
-    if not torch.equal(s16.to(torch.float64), s):  # what is stored is fp16: use exactly that
-        deq = deq * (s16.to(torch.float64) / s)[:, None] if not incoherence else \
-            torch.from_numpy(U.matrix).T @ (Qt * (s16.to(torch.float64) / s)[:, None]) @ torch.from_numpy(V.matrix)
+    Qt = (Q * (s16.to(torch.float64) / s)[:, None])[:, torch.argsort(prep.perm)]
+    deq = torch.from_numpy(U.matrix).T @ Qt @ torch.from_numpy(V.matrix) if incoherence else Qt
     err = problem.objective(deq)
     base = problem.baseline()
     bpw = (codes.size * codebook.bits + 16 * m) / (m * n)
