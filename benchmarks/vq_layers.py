@@ -33,7 +33,7 @@ from latticeq.io import atomic_write_json, atomic_write_text
 from latticeq.lattice import catalog
 from latticeq.lattice.codebook import VoronoiCode
 from latticeq.nn.grid import Grid
-from latticeq.nn.hessians import load_layers
+from latticeq.nn.hessians import DEFAULT_DIR, load_layers
 from latticeq.nn.layer import LayerProblem
 from latticeq.nn.solvers import solve
 from latticeq.nn.solvers.vq import vq_solve
@@ -71,7 +71,8 @@ def run_one(kind, lattice, opts, P, bits):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bits", default="2,3")
-    ap.add_argument("--folder", default=None, help="recorded Hessians (default: the newest)")
+    ap.add_argument("--folder", default=str(Path(DEFAULT_DIR) / "smollm2-n64-l512-s0"),
+                    help="recorded Hessians (default: SmolLM2, 64 × 512 tokens, seed 0)")
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row labels")
     ap.add_argument("--state", default=str(Path(__file__).with_name("vq_layers.json")))
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
@@ -84,6 +85,11 @@ def main() -> int:
     torch.set_num_threads(1)
     state = json.loads(Path(a.state).read_text()) if Path(a.state).exists() else {}
     layers = list(load_layers(a.folder))
+    folder = Path(a.folder)
+    if state.get("_folder", folder.name) != folder.name:
+        ap.error(f"{a.state} holds results for Hessians {state['_folder']!r}, not {folder.name!r}; "
+                 "pass another --state")
+    state["_folder"] = folder.name
     for b in bits_list:
         for name, W, H in layers:
             P = LayerProblem(torch.from_numpy(np.asarray(W, dtype=np.float64)), torch.from_numpy(np.asarray(H)))

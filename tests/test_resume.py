@@ -105,3 +105,11 @@ def test_failed_device_leaves_no_folder_and_an_empty_folder_is_usable(tiny, tmp_
     assert not out.exists()
     out.mkdir()
     assert _quantize(tiny, out).exit_code == 0
+
+
+def test_an_unreadable_earlier_result_is_kept_not_overwritten(tmp_path):
+    bad = tmp_path / "n4-sgd.json"
+    bad.write_text("{broken")
+    with pytest.warns(UserWarning, match="not a readable lattice result"):
+        res = run_search(4, "sgd", out=tmp_path, sgd_overrides={"steps": 500}, **SMALL)
+    assert res.path.name == "n4-sgd.1.json" and bad.read_text() == "{broken"

@@ -342,13 +342,23 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
 
 
 def _keep_best(path: Path, nsm: float) -> Path:
-    """Never overwrite a better earlier result: write beside it instead."""
+    """Never overwrite a better earlier result, nor one that cannot be read (it is kept, with a
+    warning): write beside it instead."""
     if path.exists():
         try:
-            old = json.loads(path.read_text()).get("nsm", {}).get("value")
-        except (json.JSONDecodeError, AttributeError):
-            old = None
-        if old is not None and old < nsm:
+            from latticeq.lattice import Lattice
+
+            old = Lattice.from_json(path).nsm
+            old = None if old is None else old[0]
+            unreadable = old is None
+        except (ValueError, OSError):
+            old, unreadable = None, True
+        if unreadable:
+            import warnings
+
+            warnings.warn(f"{path} is not a readable lattice result with an NSM; it is kept and the new "
+                          "result is written beside it", stacklevel=2)
+        if unreadable or old < nsm:
             k = 1
             while path.with_name(f"{path.stem}.{k}.json").exists():
                 k += 1
