@@ -15,26 +15,13 @@ DEMO_LATTICES = ("A2", "D4", "E8", "K12", "BW16", "Leech")
 BENCH_LATTICES = ("E8", "BW16", "Leech")
 
 
-def fpylll_closest(B: np.ndarray, X: np.ndarray, bits: int = 30) -> tuple[np.ndarray, float]:
-    """Closest points through fpylll (integer-scaled basis and targets); returns (points, seconds)."""
-    from fpylll import CVP, LLL, IntegerMatrix
-
-    scale = 2.0 ** (bits - np.ceil(np.log2(np.max(np.abs(B)))))
-    A = IntegerMatrix.from_matrix([[int(v) for v in row] for row in np.rint(B * scale)])
-    LLL.reduction(A)
-    T = [tuple(int(v) for v in row) for row in np.rint(X * scale)]
-    t0 = time.perf_counter()
-    out = [CVP.closest_vector(A, t) for t in T]
-    dt = time.perf_counter() - t0
-    return np.array(out, dtype=np.float64) / scale, dt
-
-
 def run_demo(samples: int = 200_000, seed: int = 0, console=None) -> dict:
     import numba
     from rich.console import Console
     from rich.table import Table
 
     from latticeq.design.nsm import estimate_nsm
+    from latticeq.lattice.reduce import fpylll_closest
     from latticeq.lattice import Lattice, catalog
 
     console = console or Console()

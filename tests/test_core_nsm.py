@@ -89,3 +89,14 @@ def test_standard_error_matches_the_exact_variance():
     r = estimate_nsm(Lattice([[1.0]]), samples=N, seed=5, progress=False)
     assert r.stderr == pytest.approx(math.sqrt(1 / (180 * N)), rel=0.35)
     assert abs(r.sigmas_from(1 / 12)) < 4
+
+
+def test_fpylll_decoder_gives_the_same_estimate_as_ours():
+    # an independent exact decoder (fpylll's CVP) on the same points: the same closest points
+    for name in ("D4", "E8"):
+        L = catalog.get(name)
+        a = estimate_nsm(L, samples=2000, seed=9, progress=False)
+        b = estimate_nsm(L, samples=2000, seed=9, progress=False, decoder="fpylll")
+        assert b.nsm == pytest.approx(a.nsm, rel=1e-9)
+    with pytest.raises(ValueError, match="unknown decoder"):
+        estimate_nsm(catalog.get("D4"), samples=200, decoder="magic")

@@ -16,9 +16,11 @@ from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_
 @click.option("--samples", default=1_000_000, show_default=True, type=click.IntRange(min=100), help="Monte Carlo sample size.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the uniform points.")
 @click.option("--target-stderr", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop early at this standard error.")
+@click.option("--decoder", type=click.Choice(["latticeq", "fpylll"]), default="latticeq", show_default=True,
+              help="Closest-point decoder; fpylll's CVP is an independent check (slow).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def nsm(lattice, samples, seed, target_stderr, as_json, no_progress):
+def nsm(lattice, samples, seed, target_stderr, decoder, as_json, no_progress):
     """Estimate the normalized second moment of LATTICE (catalog name or saved JSON)."""
     from latticeq.design.nsm import estimate_nsm, sphere_bound
     from latticeq.lattice import catalog
@@ -26,7 +28,7 @@ def nsm(lattice, samples, seed, target_stderr, as_json, no_progress):
     L = load_lattice_arg(lattice)
     try:
         r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
-                         progress=not (no_progress or as_json))
+                         progress=not (no_progress or as_json), decoder=decoder)
     except ValueError as exc:
         fail(str(exc))
     ref = catalog.reference_nsm(L.name, strict=False) if L.name else None

@@ -77,7 +77,7 @@ class NSMResult:
 
 
 def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, target_stderr: float | None = None,
-                 batch: int | None = None, progress: bool = True) -> NSMResult:
+                 batch: int | None = None, progress: bool = True, decoder: str = "latticeq") -> NSMResult:
     """Monte Carlo estimate of the NSM G(Λ) with its standard error.
 
     Parameters
@@ -94,6 +94,9 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
         batch-means error rests on ≥ 32 batches.
     progress : bool
         Show a progress bar with the running estimate.
+    decoder : {"latticeq", "fpylll"}
+        The exact closest-point decoder: latticeq's own (catalog decoders or Schnorr–Euchner), or
+        fpylll's ``CVP.closest_vector`` — an independent implementation, for cross-checks (slow).
     """
     from latticeq.lattice import Lattice
 
@@ -109,6 +112,15 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
     if int(batch) != batch or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch}")
     batch = int(batch)
+    if decoder == "latticeq":
+        closest = lattice.closest_point
+    elif decoder == "fpylll":
+        from latticeq.lattice.reduce import fpylll_closest
+
+        def closest(X):
+            return fpylll_closest(lattice.generator, X)[0]
+    else:
+        raise ValueError(f"unknown decoder {decoder!r}; allowed: latticeq, fpylll")
 
     n = lattice.dim
     B = lattice.generator
@@ -139,7 +151,7 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
         while done < samples:
             m = min(batch, samples - done)
             X = rng.random((m, n)) @ B
-            E = X - lattice.closest_point(X)
+            E = X - closest(X)
             S += E.T @ E
             means.append(float(np.mean(np.sum(E * E, axis=1))) * norm)
             weights.append(m)
