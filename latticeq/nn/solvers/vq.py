@@ -111,13 +111,15 @@ class VQSolution:
 
 def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.01, blocksize: int = 128,
              incoherence: bool = True, seed: int = 0, refit_iters: int = 2, fallback: bool = True,
-             load: float = 1.0, feedback: bool = True) -> VQSolution:
+             loads=(1.0, 1.25, 1.5), feedback: bool = True) -> VQSolution:
     """Quantize ``problem`` (a :class:`~latticeq.nn.layer.LayerProblem`) with ``codebook``.
 
     ``incoherence``: randomized Hadamard transforms of both dimensions first (seeded; the dense
     random orthogonal fallback where no Hadamard matrix is constructed, unless ``fallback`` is
-    False). ``load`` scales the initial RMS-matched scale (1 = the codebook's RMS matches the
-    row's). ``refit_iters`` least-squares scale refits, each followed by a new decoding.
+    False). ``loads``: multiples of the RMS-matched scale (1 = the codebook's RMS matches the
+    row's) tried as starting scales; each row starts from the one with the lowest objective
+    (larger scales overload less). ``refit_iters`` least-squares scale refits, each followed
+    by a new decoding.
     ``feedback=False``: the ablation without error feedback.
     """
     import time
@@ -130,8 +132,9 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         raise ValueError(f"problem must be a LayerProblem, got {type(problem).__name__}")
     if isinstance(refit_iters, bool) or not isinstance(refit_iters, int) or refit_iters < 0:
         raise ValueError(f"refit_iters must be an integer >= 0, got {refit_iters!r}")
-    if not load > 0:
-        raise ValueError(f"load must be positive, got {load!r}")
+    loads = tuple(float(x) for x in np.atleast_1d(loads))
+    if not loads or not all(x > 0 for x in loads):
+        raise ValueError(f"loads must be positive numbers, got {loads!r}")
     t0 = time.perf_counter()
     W0 = problem.W.to(torch.float64)
     H0 = problem.H.to(torch.float64)
@@ -155,16 +158,25 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
     pts = codebook.codewords() if codebook.size <= 2**16 else codebook.decode(
         np.random.default_rng(0).integers(0, codebook.size, 2**14))
     code_rms = math.sqrt(float((pts ** 2).mean()))
-    row_rms = prep.W.pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
-    s = load * row_rms / code_rms
+    s0 = prep.W.pow(2).mean(dim=1).sqrt().clamp_min(1e-12) / code_rms
     Hp = P.H.to(torch.float64)[prep.perm][:, prep.perm]
 
     def objective(Q):
         E = prep.W - Q
         return ((E @ Hp) * E).sum(dim=1)
 
-    codes, Q, _ = block_feedback(prep, codebook, s, blocksize=blocksize, feedback=feedback)
-    best = objective(Q)
+    best = s = codes = Q = None
+    for load in loads:  # per row, the best starting scale
+        c1, Q1, _ = block_feedback(prep, codebook, load * s0, blocksize=blocksize, feedback=feedback)
+        o1 = objective(Q1)
+        if best is None:
+            best, s, codes, Q = o1, load * s0, c1, Q1
+            continue
+        better = o1 < best
+        Q = torch.where(better[:, None], Q1, Q)
+        codes = np.where(better.numpy()[:, None], c1, codes)
+        s = torch.where(better, load * s0, s)
+        best = torch.minimum(o1, best)
     history = [float(best.sum())]
     for _ in range(refit_iters):
         Pn = Q / s[:, None]  # decoded codewords in code units
@@ -197,5 +209,5 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
     return VQSolution(codes=codes, scales=s16.to(torch.float32), dequant=deq.to(torch.float32), error=err,
                       relative_error=err / base if base > 0 else 0.0, bits_per_weight=bpw, perm=prep.perm,
                       transforms=transforms,
-                      stats={"refit_history": history, "seconds": time.perf_counter() - t0,
+                      stats={"refit_history": history, "seconds": time.perf_counter() - t0, "loads": loads,
                              "codebook": codebook.spec(), "damping": prep.lam})
