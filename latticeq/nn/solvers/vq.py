@@ -153,6 +153,7 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         P = LayerProblem(Wt, Ht)
     else:
         P = problem
+    # the grid is unused here (prepare also computes scalar-grid parameters the recursion ignores)
     prep = prepare(P, Grid(8), order="act" if act_order else "natural", percdamp=percdamp, dtype=torch.float64)
     # the codebook's RMS per coordinate: exact for small codes, from 2^14 random codewords otherwise
     pts = codebook.codewords() if codebook.size <= 2**16 else codebook.decode(
@@ -165,38 +166,35 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         E = prep.W - Q
         return ((E @ Hp) * E).sum(dim=1)
 
-    best = s = codes = Q = None
+    state = None  # per row: (objective, scale, codes, decoded weights) of the best solution so far
+
+    def keep_better(cand):
+        """Row by row, the better of the current best and the candidate ``(obj, s, codes, Q)``."""
+        nonlocal state
+        if state is None:
+            state = cand
+            return
+        better = cand[0] < state[0]
+        state = (torch.minimum(cand[0], state[0]), torch.where(better, cand[1], state[1]),
+                 np.where(better.numpy()[:, None], cand[2], state[2]),
+                 torch.where(better[:, None], cand[3], state[3]))
+
     for load in loads:  # per row, the best starting scale
         c1, Q1, _ = block_feedback(prep, codebook, load * s0, blocksize=blocksize, feedback=feedback)
-        o1 = objective(Q1)
-        if best is None:
-            best, s, codes, Q = o1, load * s0, c1, Q1
-            continue
-        better = o1 < best
-        Q = torch.where(better[:, None], Q1, Q)
-        codes = np.where(better.numpy()[:, None], c1, codes)
-        s = torch.where(better, load * s0, s)
-        best = torch.minimum(o1, best)
-    history = [float(best.sum())]
+        keep_better((objective(Q1), load * s0, c1, Q1))
+    history = [float(state[0].sum())]
     for _ in range(refit_iters):
+        _, s, codes, Q = state
         Pn = Q / s[:, None]  # decoded codewords in code units
         num = ((prep.W @ Hp) * Pn).sum(dim=1)
         den = ((Pn @ Hp) * Pn).sum(dim=1)
         s_new = torch.where(den > 0, num / den.clamp_min(1e-300), s).clamp_min(1e-12)
+        # candidates: the refitted scale with the old codes, and a new decoding with it
+        keep_better((objective(Pn * s_new[:, None]), s_new, codes, Pn * s_new[:, None]))
         c2, Q2, _ = block_feedback(prep, codebook, s_new, blocksize=blocksize, feedback=feedback)
-        # each row keeps its better solution: the refitted scale with the old codes, or the new decoding
-        o_fit = objective(Pn * s_new[:, None])
-        o_new = objective(Q2)
-        use_new = o_new <= o_fit
-        cand_Q = torch.where(use_new[:, None], Q2, Pn * s_new[:, None])
-        cand_codes = np.where(use_new.numpy()[:, None], c2, codes)
-        cand = torch.minimum(o_new, o_fit)
-        better = cand < best
-        Q = torch.where(better[:, None], cand_Q, Q)
-        codes = np.where(better.numpy()[:, None], cand_codes, codes)
-        s = torch.where(better, s_new, s)
-        best = torch.minimum(cand, best)
-        history.append(float(best.sum()))
+        keep_better((objective(Q2), s_new, c2, Q2))
+        history.append(float(state[0].sum()))
+    _, s, codes, Q = state
     # the scales are stored in fp16: dequantize with exactly those, then back to the original
     # basis and column order
     s16 = s.to(torch.float16)
