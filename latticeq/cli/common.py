@@ -61,3 +61,16 @@ def atomic_write_bytes(path, write) -> Path:
 def atomic_save_npy(path, array) -> Path:
     """``np.save`` ``array`` (no pickles) to ``path`` atomically, creating parent folders."""
     return _atomic_save_npy(path, array, allow_pickle=False, mkdir=True)
+
+
+def quiet_transformers() -> None:
+    """--no-progress: also silence transformers' and huggingface_hub's own progress bars."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass

@@ -147,9 +147,9 @@ def _vector_layer(W, H, cb, bits, act_order, percdamp, seed, incoherence, out, w
 def record_hessians_cmd(model, blocks, kinds, nsamples, seqlen, seed, out_dir, progress):
     """Record (W, H) of real linear layers from calibration text (Austen, P&P held out)."""
     if not progress:
-        from latticeq.cli.model import _quiet_transformers
+        from latticeq.cli.common import quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
     from latticeq.nn.hessians import record_hessians
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latticeq.cli.common import fail
+from latticeq.cli.common import fail, quiet_transformers
 
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, RuntimeError)
 
@@ -13,19 +13,6 @@ def _methods_help() -> str:
     from latticeq.nn.solvers import METHODS_HELP
 
     return METHODS_HELP
-
-
-def _quiet_transformers() -> None:
-    """--no-progress: also silence transformers' and huggingface_hub's own progress bars."""
-    import os
-
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        pass
 
 
 @click.command()
@@ -61,7 +48,7 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
     from latticeq.nn.pipeline import quantize_to_checkpoint
 
     if no_progress:
-        _quiet_transformers()
+        quiet_transformers()
     texts = None
     if calib is not None:
         texts = calib if calib.lower() in ("wikitext2", "c4") else [t for t in calib.split(",") if t]
@@ -102,7 +89,7 @@ def eval_(model, text, seqlen, max_windows, device, record, force, no_progress):
     if record:
         check_output(record, force=force, what="--record")
     if no_progress:
-        _quiet_transformers()
+        quiet_transformers()
     try:
         from latticeq.nn.evaluate import eval_windows, perplexity
         from latticeq.nn.model import load_model, load_tokenizer, resolve_model

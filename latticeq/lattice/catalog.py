@@ -34,7 +34,7 @@ import numpy as np
 
 from latticeq.lattice.decode.conway_sloane import CosetDecoder, an_glue, decode_bw16, decode_leech
 
-__all__ = ["get", "names", "reference_nsm", "FAMILIES", "CLASSICAL_NSM", "LEECH_NSM_MEASUREMENT"]
+__all__ = ["get", "names", "is_name", "reference_nsm", "FAMILIES", "CLASSICAL_NSM", "LEECH_NSM_MEASUREMENT"]
 
 FAMILIES = (
     "Z{n} (n>=1), A{n}, A{n}* (n>=1), D{n}, D{n}* (n>=2), D{n}+ (even n>=2), E6, E6*, E7, E7*, E8, "
@@ -385,6 +385,15 @@ def _nsm_dn(n):
     return 2.0 ** (-2.0 / n) * (1.0 / 12.0 + 1.0 / (2.0 * n * (n + 1)))
 
 
+def is_name(name) -> bool:
+    """Whether ``name`` names a catalog lattice (any accepted spelling)."""
+    try:
+        _parse(name)
+        return True
+    except (ValueError, KeyError):
+        return False
+
+
 def reference_nsm(name, *, strict: bool = True):
     """Reference normalized second moment of a catalog lattice, or None when none is recorded.
 
@@ -397,11 +406,8 @@ def reference_nsm(name, *, strict: bool = True):
     Λ24 ≈ 0.0657532 ± 1.6e-6 (measured by latticeq, :data:`LEECH_NSM_MEASUREMENT`; the classical
     value 0.065771 is in :data:`CLASSICAL_NSM`). Similar lattices share a value (A₁ = A₁* = D₂ = D₂* ≅ Z).
     """
-    if not strict:
-        try:
-            _parse(name)
-        except (ValueError, KeyError):
-            return None
+    if not strict and not is_name(name):
+        return None
     canon = _parse(name)
     if canon in _REF:
         return _REF[canon]

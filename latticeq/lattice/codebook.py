@@ -211,24 +211,14 @@ class VoronoiCode(Codebook):
         return np.asarray(idx, dtype=np.int64)
 
     def spec(self) -> dict:
+        from latticeq.lattice import catalog
+
         name = self.lattice.name
-        if _is_catalog(name):
+        if name and catalog.is_name(name):
             lat = {"catalog": name}
         else:
             lat = {"generator": self._G.tolist(), "name": name}
         return {"kind": "voronoi", "q": self.q, "lattice": lat, "offset": self.offset.tolist()}
-
-
-def _is_catalog(name) -> bool:
-    if not name:
-        return False
-    from latticeq.lattice import catalog
-
-    try:
-        catalog.get(name)
-        return True
-    except (ValueError, KeyError):
-        return False
 
 
 def codebook_from_spec(spec: dict) -> Codebook:
