@@ -42,3 +42,16 @@ def test_no_fallback_is_a_clear_error():
         random_orthogonal(22, 0, fallback=False)
     with pytest.raises(ValueError, match="positive integer"):
         hadamard(0)
+
+
+@pytest.mark.parametrize("n", [12, 576, 1536, 30])
+def test_factored_transform_equals_the_dense_matrix(n):
+    T = random_orthogonal(n, 5)
+    X = np.random.default_rng(n).standard_normal((4, 3, n))
+    assert np.allclose(T.forward(X), X @ T.matrix.T)
+    assert np.allclose(T.inverse(T.forward(X)), X)
+    Xt = torch.from_numpy(X)
+    assert torch.allclose(T.forward(Xt), Xt @ torch.from_numpy(T.matrix).T)
+    if T.kind == "hadamard":
+        assert np.allclose(T.matrix, hadamard(n) * T.signs[None, :] / np.sqrt(n))
+        assert sum(len(B) for B in T.blocks) < n or len(T.blocks) == 1

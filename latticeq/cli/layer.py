@@ -35,15 +35,16 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.option("--max-nodes", type=int, default=None, help="Node budget per row and block for --method block.")
 @click.option("--k", "k", type=int, default=None, help="Candidates per row for --method kbest.")
 @click.option("--codebook", default="scalar", show_default=True,
-              help="scalar, voronoi:NAME (D4, E8, BW16, Leech) or voronoi:PATH.json; with a Voronoi code --bits is "
-                   "bits per dimension and the solver is block Babai with least-squares scales.")
+              help="scalar, e8p (2, 3 or 4 bits), voronoi:NAME (D4, E8, BW16, Leech) or voronoi:PATH.json; with a "
+                   "vector codebook --bits is bits per weight (per dimension) and the solver is block Babai with "
+                   "least-squares scales.")
 @click.option("--no-incoherence", is_flag=True, help="Vector codebooks: skip the randomized Hadamard transforms.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, codebook, no_incoherence, out, force):
     """Quantize one linear layer W (m×n) with proxy Hessian H (n×n) and write OUT.npz
     (codes, scales, zeros, g_idx, dequant, perm, error, relative_error, bits_per_weight, provenance;
-    with a Voronoi --codebook: codes, scales, dequant, perm, error, relative_error, bits_per_weight,
+    with a vector --codebook: codes, scales, dequant, perm, error, relative_error, bits_per_weight,
     provenance)."""
     import numpy as np
     import torch
@@ -110,7 +111,7 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
 
 
 def _vector_layer(W, H, cb, bits, act_order, percdamp, seed, incoherence, out, w_path, h_path):
-    """``quantize-layer --codebook voronoi:…``: block Babai with the codebook (latticeq.nn.solvers.vq)."""
+    """``quantize-layer --codebook e8p|voronoi:…``: block Babai with the codebook (latticeq.nn.solvers.vq)."""
     import numpy as np
 
     from latticeq import __version__

@@ -21,6 +21,11 @@ larger codes shrink the target towards the origin until it falls inside and keep
 of those candidates (a valid, near codeword; not guaranteed the nearest). ``encode(...,
 return_overload=True)`` reports which rows overloaded.
 
+:class:`E8PCode` — ``e8p``: the points of ``E8 + ¼·1`` nearest the origin, 65 532 of them (see the
+class), encoded exactly by a compiled search over permutation orbits (in the spirit of QuIP#'s
+E8P; our own construction). :class:`ResidualCode` — two codes in cascade (a coarse code, then a
+finer one on the scaled residual), e.g. ``e8p`` + ``e8p`` at 4 bits per weight.
+
 :class:`ScalarCode` — the integers ``{0, …, 2^b − 1}`` in one dimension (the scalar grid of GPTQ
 in code units; ``d = 1``).
 """
@@ -31,12 +36,14 @@ import math
 from abc import ABC, abstractmethod
 
 import numpy as np
+from numba import njit
 
-__all__ = ["Codebook", "VoronoiCode", "ScalarCode", "EXACT_LIMIT", "codebook_from_spec", "parse_codebook",
-           "CODEBOOKS_HELP"]
+__all__ = ["Codebook", "VoronoiCode", "ScalarCode", "E8PCode", "ResidualCode", "EXACT_LIMIT", "codebook_from_spec",
+           "parse_codebook", "CODEBOOKS_HELP"]
 
-CODEBOOKS_HELP = ("scalar (the integer grid, default), voronoi:NAME for a catalog lattice (voronoi:D4, "
-                  "voronoi:E8, voronoi:BW16, voronoi:Leech) or voronoi:PATH.json for a saved lattice")
+CODEBOOKS_HELP = ("scalar (the integer grid, default), e8p (a 2^16-point ball of E8 + 1/4; 2, 3 or 4 bits per weight), "
+                  "voronoi:NAME for a catalog lattice (voronoi:D4, voronoi:E8, voronoi:BW16, voronoi:Leech) or "
+                  "voronoi:PATH.json for a saved lattice")
 
 #: codes with at most this many codewords are encoded exactly, also under overload
 EXACT_LIMIT = 2**16
@@ -75,6 +82,13 @@ class Codebook(ABC):
         if self.size > 2**20:
             raise ValueError(f"{self.size} codewords are too many to list")
         return self.decode(np.arange(self.size))
+
+    def rms(self) -> float:
+        """RMS per coordinate of the codewords: exact up to ``2^16`` codewords, else from
+        ``2^14`` random codes (seeded)."""
+        pts = self.codewords() if self.size <= 2**16 else self.decode(
+            np.random.default_rng(0).integers(0, self.size, 2**14))
+        return math.sqrt(float((pts ** 2).mean()))
 
     def _check(self, X) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -221,6 +235,240 @@ class VoronoiCode(Codebook):
         return {"kind": "voronoi", "q": self.q, "lattice": lat, "offset": self.offset.tolist()}
 
 
+@njit(cache=True, nogil=True)
+def _orbit_encode(X, reps, rep_norm2, keys, base, lo):
+    """Nearest codeword of each row of ``X`` in a union of permutation orbits.
+
+    For an orbit with ascending representative ``r``, ``max_π ⟨t, π r⟩ = ⟨sort(t), r⟩``
+    (rearrangement inequality), attained by giving the ``k``-th smallest coordinate of ``t`` the
+    value ``r_k``. So ``min_x ‖t − x‖² = ‖t‖² + min_r (‖r‖² − 2⟨sort(t), r⟩)``: one dot product per
+    orbit, exact. The codeword's index is the rank of its key (coordinates as base-``base``
+    digits ``(c − lo)/2``, ``c`` the odd integers ``4x``) among the sorted ``keys``.
+    """
+    N, d = X.shape
+    R = reps.shape[0]
+    out = np.empty(N, dtype=np.int64)
+    digits = np.empty(d, dtype=np.int64)
+    order = np.empty(d, dtype=np.int64)
+    ts = np.empty(d, dtype=np.float64)
+    acc = np.empty(R, dtype=np.float64)
+    repsT = np.ascontiguousarray(reps.T)
+    for i in range(N):
+        # sort the d coordinates (insertion sort: d is small), keeping their positions
+        for k in range(d):
+            v = X[i, k]
+            j = k
+            while j > 0 and ts[j - 1] > v:
+                ts[j] = ts[j - 1]
+                order[j] = order[j - 1]
+                j -= 1
+            ts[j] = v
+            order[j] = k
+        # ‖r‖² − 2⟨sort(t), r⟩ for all orbits at once (contiguous over r: vectorized)
+        for r in range(R):
+            acc[r] = rep_norm2[r]
+        for k in range(d):
+            tk = 2.0 * ts[k]
+            for r in range(R):
+                acc[r] -= tk * repsT[k, r]
+        best = 0
+        bd = acc[0]
+        for r in range(1, R):
+            if acc[r] < bd:
+                bd = acc[r]
+                best = r
+        for k in range(d):
+            digits[order[k]] = (int(round(4.0 * reps[best, k])) - lo) // 2
+        key = 0
+        for k in range(d - 1, -1, -1):
+            key = key * base + digits[k]
+        out[i] = np.searchsorted(keys, key)
+    return out
+
+
+def _orbit_size(rep) -> int:
+    """Number of distinct orderings of the multiset ``rep``: ``d! / ∏ multiplicity!``."""
+    _, counts = np.unique(np.asarray(rep), return_counts=True)
+    return math.factorial(len(rep)) // math.prod(math.factorial(int(c)) for c in counts)
+
+
+class E8PCode(Codebook):
+    """``e8p``: a ball of the shifted lattice ``E8 + ¼·1`` in 8 dimensions, 16-bit codes.
+
+    Construction (all in this class, nothing copied from a published table): the points of
+    ``E8 + ¼·1`` with ``‖x‖² ≤ 10.5`` (59 444 points, eleven complete shells), plus whole
+    coordinate-permutation orbits of the next shell (``‖x‖² = 11.5``) — as many points as fit
+    into ``2^16`` (6 088: the orbit sizes allow no more), and of those
+    subsets the one whose codebook has the smallest coordinate sum in absolute value, so the
+    codebook is as centred as the shift allows. 65 532 codewords, within 4 of ``2^16``; a code costs 16 bits (2 bits per weight).
+    The ¼ shift removes the origin and makes the ball nearly symmetric; like QuIP#'s E8P
+    (Tseng et al., arXiv 2402.04396), the code is E8-based, 8-dimensional and 2 bits per weight.
+
+    The codebook is a union of permutation orbits, so the nearest codeword is found exactly
+    by one dot product per orbit (:func:`_orbit_encode`, compiled): 150 orbits instead of
+    65 532 points. Codes index the codewords sorted by their coordinates.
+    """
+
+    dim = 8
+
+    def __init__(self):
+        reps, table, keys = _e8p_tables()
+        self._reps, self._table, self._keys = reps, table, keys
+        self._rep_norm2 = (reps ** 2).sum(axis=1)
+        self.size = len(table)
+
+    @property
+    def bits(self) -> float:
+        """Bits per codeword as stored: 16 (the code has ``2^16 − 4`` codewords)."""
+        return 16.0
+
+    @property
+    def rate(self) -> float:
+        return 2.0
+
+    def encode(self, X, return_overload: bool = False):
+        X = self._check(X)
+        codes = _orbit_encode(np.ascontiguousarray(X), self._reps, self._rep_norm2, self._keys, _E8P_BASE, _E8P_LO)
+        if return_overload:  # outside the ball's covering radius in every direction is not defined here:
+            # report targets farther from the origin than the largest codeword
+            return codes, (X ** 2).sum(axis=1) > _E8P_MAX_NORM2
+        return codes
+
+    def decode(self, codes) -> np.ndarray:
+        c = np.asarray(codes, dtype=np.int64).reshape(-1)
+        if c.size and (c.min() < 0 or c.max() >= self.size):
+            raise ValueError(f"codes must lie in [0, {self.size - 1}]")
+        return self._table[c]
+
+    def codewords(self) -> np.ndarray:
+        return self._table.copy()
+
+    def spec(self) -> dict:
+        return {"kind": "e8p", "version": 1, "size": self.size}
+
+
+_E8P_LO = -13       # smallest coordinate 4x of a codeword (x = −13/4); 4x is odd
+_E8P_BASE = 14      # the odd values −13 … 13 of 4x as digits (4x − lo)/2 ∈ 0 … 13
+_E8P_MAX_NORM2 = 11.5
+
+
+def _in_e8_plus_quarter(x) -> bool:
+    y = np.asarray(x) - 0.25
+    frac = y - np.floor(y)
+    if np.all(frac == 0.0):
+        return int(round(y.sum())) % 2 == 0
+    if np.all(frac == 0.5):
+        return int(round(y.sum())) % 2 == 0
+    return False
+
+
+_E8P_CACHE = None
+
+
+def _e8p_tables():
+    """(orbit representatives ascending (R × 8), codeword table sorted by key (N × 8), keys)."""
+    global _E8P_CACHE
+    if _E8P_CACHE is not None:
+        return _E8P_CACHE
+    vals = [v / 4 for v in range(-13, 14, 2)]  # x² ≤ 11.5 ⇒ |x| ≤ 13/4
+    reps = []
+
+    def grow(prefix, start, norm2):
+        if len(prefix) == 8:
+            if _in_e8_plus_quarter(prefix):
+                reps.append(tuple(prefix))
+            return
+        for j in range(start, len(vals)):
+            n2 = norm2 + vals[j] ** 2
+            if n2 <= _E8P_MAX_NORM2 + 1e-9:
+                grow(prefix + [vals[j]], j, n2)
+
+    grow([], 0, 0.0)
+    reps = np.array(reps)
+    norm2 = np.round((reps ** 2).sum(axis=1), 6)
+    sizes = np.array([_orbit_size(r) for r in reps])
+    sums = sizes * reps.sum(axis=1)  # coordinate sum over each orbit's points
+    inner = norm2 < _E8P_MAX_NORM2 - 1e-6
+    room = 2**16 - int(sizes[inner].sum())
+    # the outer shell's orbits: the largest total ≤ room, then the most centred codebook
+    states = {0: (float(sums[inner].sum()), ())}  # total size → (codebook coordinate sum, orbits)
+    for j in np.flatnonzero(~inner):
+        for tot, (ssum, chosen) in list(states.items()):
+            t2, s2 = tot + int(sizes[j]), ssum + float(sums[j])
+            if t2 <= room and (t2 not in states or abs(s2) < abs(states[t2][0])):
+                states[t2] = (s2, chosen + (int(j),))
+    chosen = states[max(states)][1]
+    keep = np.concatenate([np.flatnonzero(inner), np.array(chosen, dtype=np.int64)])
+    reps = np.ascontiguousarray(reps[np.sort(keep)])
+    # every ordering of every representative, as keys (base-14 digits of (4x − lo)/2)
+    import itertools
+
+    perms = np.array(list(itertools.permutations(range(8))), dtype=np.int64)
+    powers = _E8P_BASE ** np.arange(8, dtype=np.int64)
+    rep_digits = (np.rint(4 * reps).astype(np.int64) - _E8P_LO) // 2
+    keys = np.unique(np.concatenate([rep_digits[r][perms] @ powers for r in range(len(reps))]))
+    digits = (keys[:, None] // powers[None, :]) % _E8P_BASE
+    table = (2 * digits + _E8P_LO) / 4.0
+    _E8P_CACHE = (reps, np.ascontiguousarray(table), np.ascontiguousarray(keys))
+    return _E8P_CACHE
+
+
+class ResidualCode(Codebook):
+    """Two codes in cascade: ``x ≈ first.decode(c₁) + β · second.decode(c₂)``.
+
+    Encoding is greedy (QuIP#'s residual vector quantization): ``c₁`` the nearest codeword of
+    ``x`` in ``first``, ``c₂`` the nearest codeword of ``(x − first.decode(c₁))/β`` in ``second``.
+    That is exact for each stage, not a guaranteed nearest point of the sum set. ``beta``
+    (default: matched to the first stage's residual on a Gaussian source of the first code's
+    RMS, seeded) is part of the code and saved with it. Code = ``c₁ · second.size + c₂``.
+    """
+
+    def __init__(self, first: Codebook, second: Codebook, beta: float | None = None):
+        if not isinstance(first, Codebook) or not isinstance(second, Codebook):
+            raise ValueError("a residual code needs two codebooks")
+        if first.dim != second.dim:
+            raise ValueError(f"stage dimensions differ: {first.dim} and {second.dim}")
+        self.first, self.second = first, second
+        self.dim = first.dim
+        self.size = first.size * second.size
+        if beta is None:
+            beta = self._matched_beta()
+        if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta must be a positive number, got {beta!r}")
+        self.beta = float(beta)
+
+    @property
+    def bits(self) -> float:
+        return self.first.bits + self.second.bits
+
+    @property
+    def rate(self) -> float:
+        return self.bits / self.dim
+
+    def _matched_beta(self) -> float:
+        rng = np.random.default_rng(0)
+        rms1 = self.first.rms()
+        X = rng.standard_normal((2**14, self.dim)) * rms1
+        r = X - self.first.decode(self.first.encode(X))
+        return float(np.sqrt((r ** 2).mean()) / self.second.rms())
+
+    def encode(self, X, return_overload: bool = False):
+        X = self._check(X)
+        c1 = self.first.encode(X)
+        c2, over = self.second.encode((X - self.first.decode(c1)) / self.beta, return_overload=True)
+        codes = c1 * self.second.size + c2
+        return (codes, over) if return_overload else codes
+
+    def decode(self, codes) -> np.ndarray:
+        c = np.asarray(codes, dtype=np.int64).reshape(-1)
+        if c.size and (c.min() < 0 or c.max() >= self.size):
+            raise ValueError(f"codes must lie in [0, {self.size - 1}]")
+        return self.first.decode(c // self.second.size) + self.beta * self.second.decode(c % self.second.size)
+
+    def spec(self) -> dict:
+        return {"kind": "residual", "first": self.first.spec(), "second": self.second.spec(), "beta": self.beta}
+
+
 def codebook_from_spec(spec: dict) -> Codebook:
     """Rebuild a codebook from :meth:`Codebook.spec` (a checkpoint records it so)."""
     if not isinstance(spec, dict) or "kind" not in spec:
@@ -238,18 +486,44 @@ def codebook_from_spec(spec: dict) -> Codebook:
         else:
             raise ValueError("voronoi codebook spec needs lattice.catalog or lattice.generator")
         return VoronoiCode(L, int(spec["q"]), offset=spec.get("offset"))
-    raise ValueError(f"unknown codebook kind {spec['kind']!r}; known: scalar, voronoi")
+    if spec["kind"] == "e8p":
+        if spec.get("version", 1) != 1:
+            raise ValueError(f"e8p codebook version {spec.get('version')!r} is not known here (known: 1)")
+        cb = E8PCode()
+        if "size" in spec and int(spec["size"]) != cb.size:
+            raise ValueError(f"e8p codebook with {spec['size']} codewords does not match this version ({cb.size})")
+        return cb
+    if spec["kind"] == "residual":
+        for key in ("first", "second", "beta"):
+            if key not in spec:
+                raise ValueError(f"residual codebook spec needs {key!r}")
+        return ResidualCode(codebook_from_spec(spec["first"]), codebook_from_spec(spec["second"]),
+                            float(spec["beta"]))
+    raise ValueError(f"unknown codebook kind {spec['kind']!r}; known: scalar, voronoi, e8p, residual")
 
 
 def parse_codebook(spec: str, bits: int):
     """The codebook a user names: ``"scalar"`` → None (the scalar grid of :mod:`latticeq.nn.grid`),
-    ``"voronoi:NAME"`` / ``"voronoi:PATH.json"`` → :class:`VoronoiCode` with ``q = 2^bits``
-    (``bits`` per dimension). ValueError naming what is allowed otherwise."""
+    ``"e8p"`` → :class:`E8PCode` at 2 bits per weight, ``e8p`` + a Voronoi code ``E8/2E8`` on the
+    residual at 3, ``e8p`` + ``e8p`` at 4; ``"voronoi:NAME"`` / ``"voronoi:PATH.json"`` →
+    :class:`VoronoiCode` with ``q = 2^bits`` (``bits`` per dimension). ValueError naming what is
+    allowed otherwise."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"codebook must be one of: {CODEBOOKS_HELP}")
     spec = spec.strip()
     if spec == "scalar":
         return None
+    if spec == "e8p":
+        if bits == 2:
+            return E8PCode()
+        if bits == 3:
+            from latticeq.lattice import catalog
+
+            return ResidualCode(E8PCode(), VoronoiCode(catalog.get("E8"), 2))
+        if bits == 4:
+            return ResidualCode(E8PCode(), E8PCode())
+        raise ValueError(f"e8p provides 2, 3 or 4 bits per weight (2: the ball, 3: + E8/2E8 on the residual, "
+                         f"4: + a second e8p stage); got {bits!r}")
     kind, _, arg = spec.partition(":")
     if kind != "voronoi" or not arg:
         raise ValueError(f"unknown codebook {spec!r}; allowed: {CODEBOOKS_HELP}")

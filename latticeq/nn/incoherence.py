@@ -127,35 +127,81 @@ def hadamard(n: int) -> np.ndarray | None:
 class RandomOrthogonal:
     """A seeded orthogonal transform of ``R^n``: randomized Hadamard, or dense random orthogonal.
 
-    ``matrix`` is ``T`` with ``T Tᵀ = I``; :meth:`forward` maps rows ``x ↦ x Tᵀ`` and
-    :meth:`inverse` maps back. ``kind`` is ``"hadamard"`` or ``"dense"`` (the fallback), so a
-    run record says which one was used; ``factors`` lists the Kronecker factors.
+    ``T = K · diag(signs) · norm`` with ``K = blocks[0] ⊗ blocks[1] ⊗ …`` (Kronecker factors of
+    the Hadamard matrix, grouped into blocks of order ≤ 256; one dense block for the fallback),
+    ``T Tᵀ = I``. :meth:`forward` maps rows ``x ↦ x Tᵀ`` and :meth:`inverse` maps back, one
+    factor at a time: ``n · Σ order(block)`` operations per row instead of ``n²`` (for 1536 =
+    12 · 128: 140 instead of 1536 per coordinate). ``matrix`` builds the dense ``T``. ``kind`` is
+    ``"hadamard"`` or ``"dense"`` (the fallback), so a run record says which one was used;
+    ``factors`` lists the Hadamard construction's factors.
     """
 
     n: int
     seed: int
     kind: str
     factors: tuple[int, ...]
-    matrix: np.ndarray
+    blocks: tuple[np.ndarray, ...]
+    signs: np.ndarray
+    norm: float
+
+    @property
+    def matrix(self) -> np.ndarray:
+        K = np.ones((1, 1))
+        for B in self.blocks:
+            K = np.kron(K, B)
+        return K * (self.signs * self.norm)[None, :]
 
     def forward(self, X):
         """Rows of ``X`` (``(..., n)``, numpy or torch) in the transformed basis: ``X Tᵀ``."""
-        T = self._like(X)
-        return X @ T.T
+        return self._apply(X * self._like(X, self.signs * self.norm), transpose=True)
 
     def inverse(self, Y):
         """Undo :meth:`forward`: ``Y T``."""
-        return Y @ self._like(Y)
+        return self._apply(Y, transpose=False) * self._like(Y, self.signs * self.norm)
 
-    def _like(self, X):
+    def _apply(self, X, transpose: bool):
+        """``X Kᵀ`` (transpose) or ``X K``, factor by factor on the reshaped last axis."""
+        lead = tuple(X.shape[:-1])
+        sizes = [len(B) for B in self.blocks]
+        Y = X.reshape(*lead, *sizes)
+        nl = len(lead)
+        for axis, B in enumerate(self.blocks):
+            M = self._like(X, B.T if transpose else B)
+            Y = Y.swapaxes(nl + axis, -1) if hasattr(Y, "swapaxes") else Y.transpose(nl + axis, -1)
+            Y = Y @ M
+            Y = Y.swapaxes(nl + axis, -1) if hasattr(Y, "swapaxes") else Y.transpose(nl + axis, -1)
+        return Y.reshape(*lead, self.n)
+
+    @staticmethod
+    def _like(X, A):
         if hasattr(X, "detach"):  # torch
             import torch
 
-            return torch.as_tensor(self.matrix, dtype=X.dtype, device=X.device)
-        return self.matrix.astype(np.result_type(X.dtype, np.float64) if X.dtype.kind == "f" else np.float64)
+            return torch.as_tensor(np.ascontiguousarray(A), dtype=X.dtype, device=X.device)
+        return A.astype(np.result_type(X.dtype, np.float64) if X.dtype.kind == "f" else np.float64)
 
     def describe(self) -> dict:
         return {"n": self.n, "seed": self.seed, "kind": self.kind, "factors": list(self.factors)}
+
+
+def _blocks(n: int, plan: tuple[int, ...], limit: int = 256) -> tuple[np.ndarray, ...]:
+    """The Hadamard factors of ``plan`` as Kronecker blocks, consecutive factors merged while
+    the block's order stays ≤ ``limit`` (fewer, larger matrix products)."""
+    pal = paley_orders(max(int(n), 4))
+    out: list[np.ndarray] = []
+    cur = np.ones((1, 1))
+    for f in plan:
+        if f == 2:
+            F = np.array([[1.0, 1.0], [1.0, -1.0]])
+        else:
+            kind, q = pal[f]
+            F = (_paley1(q) if kind == "I" else _paley2(q)).astype(np.float64)
+        if len(cur) * f > limit and len(cur) > 1:
+            out.append(cur)
+            cur = np.ones((1, 1))
+        cur = np.kron(cur, F)
+    out.append(cur)
+    return tuple(out)
 
 
 def random_orthogonal(n: int, seed: int, *, fallback: bool = True) -> RandomOrthogonal:
@@ -164,14 +210,16 @@ def random_orthogonal(n: int, seed: int, *, fallback: bool = True) -> RandomOrth
     else ValueError naming the width."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    H = hadamard(n)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"order must be a positive integer, got {n!r}")
+    plan = _hadamard_plan(int(n))
     rng = np.random.default_rng([int(seed), int(n)])
-    if H is not None:
+    if plan is not None:
         s = rng.choice(np.array([-1.0, 1.0]), size=n)
-        return RandomOrthogonal(int(n), int(seed), "hadamard", _hadamard_plan(int(n)), H * s[None, :] / math.sqrt(n))
+        return RandomOrthogonal(int(n), int(seed), "hadamard", plan, _blocks(int(n), plan), s, 1 / math.sqrt(n))
     if not fallback:
         raise ValueError(f"no Hadamard matrix of order {n} is constructed (Sylvester × Paley I/II products); "
                          "allow the dense random orthogonal fallback, or use a width with one")
     Qm, Rm = np.linalg.qr(rng.standard_normal((n, n)))
     Qm = Qm * np.sign(np.diag(Rm))[None, :]  # Haar-distributed
-    return RandomOrthogonal(int(n), int(seed), "dense", (), Qm)
+    return RandomOrthogonal(int(n), int(seed), "dense", (), (Qm,), np.ones(n), 1.0)

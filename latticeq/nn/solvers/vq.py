@@ -21,7 +21,6 @@ scale; each row keeps its best.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,24 +146,23 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
 
         U = random_orthogonal(m, seed, fallback=fallback)
         V = random_orthogonal(n, seed + 1, fallback=fallback)
-        Um, Vm = torch.from_numpy(U.matrix), torch.from_numpy(V.matrix)
-        Wt, Ht = Um @ W0 @ Vm.T, Vm @ H0 @ Vm.T
+        Wt = U.forward(V.forward(W0).T).T  # U W Vᵀ
+        Ht = V.forward(V.forward(H0).T)  # V H Vᵀ
         Ht = (Ht + Ht.T) / 2
         P = LayerProblem(Wt, Ht)
     else:
         P = problem
     # the grid is unused here (prepare also computes scalar-grid parameters the recursion ignores)
     prep = prepare(P, Grid(8), order="act" if act_order else "natural", percdamp=percdamp, dtype=torch.float64)
-    # the codebook's RMS per coordinate: exact for small codes, from 2^14 random codewords otherwise
-    pts = codebook.codewords() if codebook.size <= 2**16 else codebook.decode(
-        np.random.default_rng(0).integers(0, codebook.size, 2**14))
-    code_rms = math.sqrt(float((pts ** 2).mean()))
-    s0 = prep.W.pow(2).mean(dim=1).sqrt().clamp_min(1e-12) / code_rms
+    s0 = prep.W.pow(2).mean(dim=1).sqrt().clamp_min(1e-12) / codebook.rms()
     Hp = P.H.to(torch.float64)[prep.perm][:, prep.perm]
+    # prep.Hd = Hp + diag(δ) (damping λ; dead columns' diagonal set to 1), so the undamped row
+    # objective of a decoding is its damped one (Σ‖E‖², from the recursion) less Σ δ·e²
+    delta = torch.diagonal(prep.Hd) - torch.diagonal(Hp)
 
-    def objective(Q):
-        E = prep.W - Q
-        return ((E @ Hp) * E).sum(dim=1)
+    def decoded(scales):
+        c, Q, damped = block_feedback(prep, codebook, scales, blocksize=blocksize, feedback=feedback)
+        return damped - ((prep.W - Q) ** 2 * delta).sum(dim=1), c, Q
 
     state = None  # per row: (objective, scale, codes, decoded weights) of the best solution so far
 
@@ -180,26 +178,29 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
                  torch.where(better[:, None], cand[3], state[3]))
 
     for load in loads:  # per row, the best starting scale
-        c1, Q1, _ = block_feedback(prep, codebook, load * s0, blocksize=blocksize, feedback=feedback)
-        keep_better((objective(Q1), load * s0, c1, Q1))
+        obj, c1, Q1 = decoded(load * s0)
+        keep_better((obj, load * s0, c1, Q1))
     history = [float(state[0].sum())]
+    WH = prep.W @ Hp
+    wHw = (WH * prep.W).sum(dim=1)
     for _ in range(refit_iters):
         _, s, codes, Q = state
         Pn = Q / s[:, None]  # decoded codewords in code units
-        num = ((prep.W @ Hp) * Pn).sum(dim=1)
+        num = (WH * Pn).sum(dim=1)
         den = ((Pn @ Hp) * Pn).sum(dim=1)
         s_new = torch.where(den > 0, num / den.clamp_min(1e-300), s).clamp_min(1e-12)
-        # candidates: the refitted scale with the old codes, and a new decoding with it
-        keep_better((objective(Pn * s_new[:, None]), s_new, codes, Pn * s_new[:, None]))
-        c2, Q2, _ = block_feedback(prep, codebook, s_new, blocksize=blocksize, feedback=feedback)
-        keep_better((objective(Q2), s_new, c2, Q2))
+        # candidates: the refitted scale with the old codes (objective w H wᵀ − 2 s·num + s²·den),
+        # and a new decoding with it
+        keep_better((wHw - 2 * s_new * num + s_new ** 2 * den, s_new, codes, Pn * s_new[:, None]))
+        obj, c2, Q2 = decoded(s_new)
+        keep_better((obj, s_new, c2, Q2))
         history.append(float(state[0].sum()))
     _, s, codes, Q = state
     # the scales are stored in fp16: dequantize with exactly those, then back to the original
     # basis and column order
     s16 = s.to(torch.float16)
     Qt = (Q * (s16.to(torch.float64) / s)[:, None])[:, torch.argsort(prep.perm)]
-    deq = torch.from_numpy(U.matrix).T @ Qt @ torch.from_numpy(V.matrix) if incoherence else Qt
+    deq = U.inverse(V.inverse(Qt).T).T if incoherence else Qt  # Uᵀ Q' V
     err = problem.objective(deq)
     base = problem.baseline()
     bpw = (codes.size * codebook.bits + 16 * m) / (m * n)
