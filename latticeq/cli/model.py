@@ -25,7 +25,11 @@ def _methods_help() -> str:
 @click.option("--sym", is_flag=True, help="Symmetric grid (zero point 2^(b-1)).")
 @click.option("--mse", is_flag=True, help="MSE-optimal clipping search of each grid range (GPTQ's mse=True).")
 @click.option("--act-order", is_flag=True, help="Process columns by descending diag(H) (GPTQ desc_act).")
-@click.option("--method", required=True, help=f"Layer solver: {_methods_help()}.")
+@click.option("--method", default="gptq", show_default=True, help=f"Layer solver: {_methods_help()}.")
+@click.option("--codebook", default="scalar", show_default=True,
+              help="scalar (GPTQ grids, GPTQ checkpoint), e8p (2, 3 or 4 bits) or voronoi:NAME / voronoi:PATH.json: "
+                   "lattice-coded layers (block Babai, one scale per row) in a latticeq-vq checkpoint.")
+@click.option("--no-incoherence", is_flag=True, help="Vector codebooks: skip the randomized Hadamard transforms.")
 @click.option("--calib", default=None, help="Calibration text file(s), comma-separated, or wikitext2/c4 "
               "(default: the shipped Austen novels except Pride and Prejudice).")
 @click.option("--nsamples", default=128, show_default=True, type=click.IntRange(min=1), help="Calibration windows N.")
@@ -42,9 +46,11 @@ def _methods_help() -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out after its last finished block.")
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method, calib, nsamples, seqlen, seed, device,
-             eval_text, eval_windows, damp, checkpoint_format, out, resume, force, no_progress):
-    """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint."""
+def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method, codebook, no_incoherence, calib,
+             nsamples, seqlen, seed, device, eval_text, eval_windows, damp, checkpoint_format, out, resume, force,
+             no_progress):
+    """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint, or with
+    a lattice --codebook into a latticeq-vq checkpoint."""
     from latticeq.nn.pipeline import quantize_to_checkpoint
 
     if no_progress:
@@ -60,12 +66,13 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
             calib=texts, nsamples=nsamples, seqlen=seqlen, seed=seed, device=device,
             eval_text=eval_text, eval_windows=eval_windows, percdamp=damp,
             checkpoint_format=checkpoint_format, resume=resume, force=force, progress=not no_progress,
-            group_refresh=group_refresh,
+            group_refresh=group_refresh, codebook=codebook, incoherence=not no_incoherence,
         )
     except _USER_ERRORS as exc:
         fail(str(exc))
     ppl = "not evaluated" if rec["perplexity"] is None else f"perplexity {rec['perplexity']:.3f}"
-    click.echo(f"{rec['model']} {bits}-bit {method}: {ppl}; quantized in {rec['quant_time_s']:.0f} s, "
+    label = method if codebook == "scalar" else f"{codebook} ({rec['bits_per_weight']:.3f} bits/weight)"
+    click.echo(f"{rec['model']} {bits}-bit {label}: {ppl}; quantized in {rec['quant_time_s']:.0f} s, "
                f"peak memory {rec['peak_memory_bytes'] / 2**20:.0f} MiB -> {out}")
 
 
@@ -131,6 +138,8 @@ def _checkpoint_record(folder, res, wall):
     rec = json.loads(p.read_text())
     rec["perplexity"] = res.perplexity
     rec["eval"] = res.eval_info()
+    for key in ("codebook", "bits_per_weight", "transforms"):  # records written before these keys
+        rec.setdefault(key, None)
     return rec
 
 

@@ -418,9 +418,11 @@ class ResidualCode(Codebook):
 
     Encoding is greedy (QuIP#'s residual vector quantization): ``c₁`` the nearest codeword of
     ``x`` in ``first``, ``c₂`` the nearest codeword of ``(x − first.decode(c₁))/β`` in ``second``.
-    That is exact for each stage, not a guaranteed nearest point of the sum set. ``beta``
-    (default: matched to the first stage's residual on a Gaussian source of the first code's
-    RMS, seeded) is part of the code and saved with it. Code = ``c₁ · second.size + c₂``.
+    That is exact for each stage, not a guaranteed nearest point of the sum set. ``beta`` is
+    part of the code and saved with it; the default minimizes the code's mean squared error on a
+    seeded unit Gaussian source (each candidate at its best of four scalings), among
+    ``{0.6, 0.7, …, 1.2}`` times the value that matches the second code's RMS to the first
+    stage's residual (e8p + e8p: about 0.0082 against 0.0090 for the matched value). Code = ``c₁ · second.size + c₂``.
     """
 
     def __init__(self, first: Codebook, second: Codebook, beta: float | None = None):
@@ -446,11 +448,19 @@ class ResidualCode(Codebook):
         return self.bits / self.dim
 
     def _matched_beta(self) -> float:
-        rng = np.random.default_rng(0)
-        rms1 = self.first.rms()
-        X = rng.standard_normal((2**14, self.dim)) * rms1
-        r = X - self.first.decode(self.first.encode(X))
-        return float(np.sqrt((r ** 2).mean()) / self.second.rms())
+        rms = self.first.rms()
+        G = np.random.default_rng(0).standard_normal((2**13, self.dim))
+        r = G * rms - self.first.decode(self.first.encode(G * rms))
+        matched = float(np.sqrt((r ** 2).mean()) / self.second.rms())
+        best = None
+        for mult in (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2):
+            self.beta = matched * mult
+            # the code's MSE on the unit Gaussian at its best load (scale) of a few
+            mse = min(float(((G - a * self.decode(self.encode(G / a))) ** 2).mean())
+                      for a in (0.8 / rms, 0.9 / rms, 1.0 / rms, 1.1 / rms))
+            if best is None or mse < best[0]:
+                best = (mse, self.beta)
+        return best[1]
 
     def encode(self, X, return_overload: bool = False):
         X = self._check(X)

@@ -130,6 +130,17 @@ class QuantizedLayer:
     bits: int
     transposed: bool = False
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.codes.shape[0]), int(self.codes.shape[1])
+
+    def stored_bits(self) -> int:
+        """Bits this layer takes in a GPTQ checkpoint: codes, fp16 scales and ``bits``-bit zeros
+        per group, int32 g_idx (bias excluded)."""
+        m, n = self.shape
+        groups = int(np.asarray(self.scales).shape[0])
+        return m * n * int(self.bits) + groups * m * (16 + int(self.bits)) + 32 * n
+
     def dequant(self):
         """The float32 weight ``(m, n)`` as a torch tensor (see :func:`dequantize`)."""
         return dequantize(self.codes, self.scales, self.zeros, self.g_idx)
@@ -477,7 +488,6 @@ def load_checkpoint(folder, device: str = "cpu", dtype=None):
     Returns the model in eval mode, with ``model.latticeq_quantized`` = the quantized layers.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / WEIGHTS_NAME).is_file():
@@ -485,6 +495,27 @@ def load_checkpoint(folder, device: str = "cpu", dtype=None):
     if dtype is None:
         dtype = torch.float32
     _read_qconfig(folder)
+    model = _build_model(folder, dtype)
+    layers = read_quantized_layers(folder, model)
+    tensors = _load_weights(folder)
+    state = {k: v for k, v in tensors.items()
+             if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))}
+    modules = dict(model.named_modules())
+    for name, q in layers.items():
+        if name not in modules:
+            raise ValueError(f"checkpoint layer {name!r} is not a module of the {model.config.model_type} model")
+        W = q.dequant()
+        state[f"{name}.weight"] = W.T.contiguous() if q.transposed else W
+    _finish_load(model, state, device, dtype)
+    model.latticeq_quantized = layers
+    return model
+
+
+def _build_model(folder: Path, dtype):
+    """The transformers model ``config.json`` describes (without its quantization_config, so no
+    quantization library is needed), randomly initialised."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     cfg_dict = _read_json_file(folder / "config.json")
     cfg_dict.pop("quantization_config", None)
     cfg_dict.pop("dtype", None)
@@ -494,20 +525,15 @@ def load_checkpoint(folder, device: str = "cpu", dtype=None):
         raise ValueError(f"{str(folder / 'config.json')!r} has no model_type")
     try:
         config = AutoConfig.for_model(model_type, **cfg_dict)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{str(folder / 'config.json')!r} does not describe a model transformers can build "
                          f"({exc})") from None
-    layers = read_quantized_layers(folder, model)
-    tensors = _load_weights(folder)
-    state = {k: v for k, v in tensors.items()
-             if not k.endswith((".qweight", ".qzeros", ".scales", ".g_idx"))}
-    modules = dict(model.named_modules())
-    for name, q in layers.items():
-        if name not in modules:
-            raise ValueError(f"checkpoint layer {name!r} is not a module of the {model_type} model")
-        W = q.dequant()
-        state[f"{name}.weight"] = W.T.contiguous() if q.transposed else W
+
+
+def _finish_load(model, state: dict, device, dtype) -> None:
+    """Load ``state`` (every tensor the model needs, apart from tied and non-persistent ones;
+    nothing it does not have), tie weights, move, eval mode."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"checkpoint has tensors the model does not: {unexpected[:5]}")
@@ -520,8 +546,6 @@ def load_checkpoint(folder, device: str = "cpu", dtype=None):
         raise ValueError(f"checkpoint lacks tensors the model needs: {missing[:5]}")
     model.to(device=device, dtype=dtype)
     model.eval()
-    model.latticeq_quantized = layers
-    return model
 
 
 def _is_tied(model, key: str) -> bool:

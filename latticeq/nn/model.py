@@ -174,6 +174,12 @@ def load_model(spec, device: str = "cpu", dtype=None):
         raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
     source = resolve_model(spec)
     if source.kind == "folder":
+        from latticeq.nn.vqformat import is_vq_checkpoint, load_vq_checkpoint
+
+        if is_vq_checkpoint(source.location):
+            model = load_vq_checkpoint(source.location, device=device, dtype=dtype)
+            model.latticeq_source = source
+            return model
         if _is_gptq_folder(source.location):
             from latticeq.nn import checkpoint as _ckpt
 

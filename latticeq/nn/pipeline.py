@@ -65,6 +65,20 @@ class QuantizeOptions:
     mse: bool = False
     solver_options: dict = field(default_factory=dict)
     group_refresh: str = "published"
+    codebook: str = "scalar"
+    incoherence: bool = True
+
+    @property
+    def vector(self) -> bool:
+        """Whether a vector codebook (e8p, a Voronoi code) replaces the scalar grid."""
+        return self.codebook != "scalar"
+
+    def make_codebook(self):
+        """The codebook these options name (None for the scalar grid); see
+        :func:`latticeq.lattice.codebook.parse_codebook`."""
+        from latticeq.lattice.codebook import parse_codebook
+
+        return parse_codebook(self.codebook, self.bits)
 
     @property
     def grid(self):
@@ -79,13 +93,25 @@ class QuantizeOptions:
 
         self.grid  # validates bits, group size and group refresh
         parse_method(self.method)
+        if self.vector:
+            self.make_codebook()
+            bad = [f for f, v in (("method", self.method != "gptq"), ("group_size", self.group_size is not None),
+                                  ("sym", self.sym), ("mse", self.mse), ("solver_options", bool(self.solver_options)))
+                   if v]
+            if bad:
+                raise ValueError(f"with a vector codebook the solver is block Babai with one scale per row: "
+                                 f"{', '.join(bad)} cannot be set (method must be 'gptq', no group size, sym, mse)")
         if not (isinstance(self.percdamp, (int, float)) and self.percdamp >= 0):
             raise ValueError(f"percdamp must be a number ≥ 0, got {self.percdamp!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.vector:  # scalar runs keep the keys they always had (resume compatibility)
+            d.pop("codebook")
+            d.pop("incoherence")
+        return d
 
     @property
     def needs_calibration(self) -> bool:
@@ -190,16 +216,23 @@ BLOCK_STATE_FORMAT = "latticeq.block-state/1"
 
 def _save_block_state(path, layers: dict, stats: list) -> None:
     """One finished block of a run: its layers' codes (uint8), fp16 scales, zeros and g_idx in
-    safetensors, everything else (bits, layout, per-layer stats) as JSON in the header.
-    Nothing in it is executable."""
+    safetensors (lattice-coded layers: their ``latticeq-vq`` tensors), everything else (bits,
+    layout, codebook, per-layer stats) as JSON in the header. Nothing in it is executable."""
     import numpy as np
     import torch
     from safetensors.torch import save as st_save
 
     from latticeq.io import atomic_write_bytes
+    from latticeq.nn.vqformat import VQLayer, _pack
 
     tensors, meta = {}, {}
     for name, q in layers.items():
+        if isinstance(q, VQLayer):
+            for k, v in _pack(q).items():
+                tensors[f"{name}.{k}"] = v
+            meta[name] = {"codebook": q.codebook.spec(), "incoherence": q.signs_out is not None,
+                          "transposed": bool(q.transposed)}
+            continue
         tensors[f"{name}.codes"] = torch.from_numpy(np.ascontiguousarray(q.codes, dtype=np.uint8))
         tensors[f"{name}.scales"] = torch.from_numpy(np.ascontiguousarray(q.scales, dtype=np.float16))
         tensors[f"{name}.zeros"] = torch.from_numpy(np.ascontiguousarray(q.zeros, dtype=np.uint8))
@@ -214,8 +247,11 @@ def _load_block_state(path, mods: dict):
     shapes); a clear ValueError on anything else."""
     import numpy as np
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
+    from latticeq.lattice.codebook import codebook_from_spec
     from latticeq.nn.checkpoint import QuantizedLayer
+    from latticeq.nn.vqformat import _unpack
 
     bad = f"cannot resume: block state {str(path)!r}"
     try:
@@ -233,15 +269,35 @@ def _load_block_state(path, mods: dict):
         raise ValueError(f"{bad} holds layers {sorted(meta)}, the model's block has {sorted(mods)}")
     layers = {}
     for name, info in meta.items():
+        w = _get_weight(mods[name])
+        if "codebook" in info:  # a lattice-coded layer
+            try:
+                cb = codebook_from_spec(info["codebook"])
+                layers[name] = _unpack(load_file(str(path)), name + ".", cb, int(w.shape[0]), int(w.shape[1]),
+                                       bool(info["incoherence"]), bool(info["transposed"]), bad)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{bad}: {exc}; start again with --force") from None
+            continue
         q = QuantizedLayer(arrays[f"{name}.codes"].astype(np.int64), arrays[f"{name}.scales"],
                            arrays[f"{name}.zeros"].astype(np.int64), arrays[f"{name}.g_idx"],
                            int(info["bits"]), bool(info["transposed"]))
-        w = _get_weight(mods[name])
         if tuple(q.codes.shape) != tuple(w.shape):
             raise ValueError(f"{bad}: layer {name} has codes {tuple(q.codes.shape)}, the model's weight "
                              f"is {tuple(w.shape)}")
         layers[name] = q
     return layers, stats
+
+
+def _install(block, name: str, mod, q) -> None:
+    """Put a quantized layer into the in-memory model: a lattice-coded layer becomes a
+    :class:`~latticeq.nn.vqformat.VQLinear` (the module a checkpoint loads into, so both give
+    identical logits); a scalar one sets the dequantized weight."""
+    from latticeq.nn.vqformat import VQLayer, VQLinear, _set_module
+
+    if isinstance(q, VQLayer):
+        _set_module(block, name, VQLinear(q, getattr(mod, "bias", None), dtype=mod.weight.dtype).to(mod.weight.device))
+    else:
+        _set_weight(mod, q.dequant())
 
 
 def _load_state_file(path):
@@ -422,6 +478,7 @@ def quantize_model(
         torch.cuda.reset_peak_memory_stats(dev)
     blocks_name, blocks = check_model(model, options)
     grid = options.grid
+    codebook = options.make_codebook() if options.vector else None  # one object: its caches serve every layer
     state = Path(state_dir) if state_dir is not None else None
     fingerprint = {"options": options.to_dict(),
                    "windows": list(windows.shape) if calibrated else None,
@@ -461,7 +518,7 @@ def quantize_model(
                 for name, q in saved_layers.items():
                     full = f"{blocks_name}.{bi}.{name}"
                     layers[full] = q
-                    _set_weight(mods[name], q.dequant())
+                    _install(blocks[bi], name, mods[name], q)
                 stats.extend(saved_stats)
         else:
             for f in [*state.glob("block_*.pt"), *state.glob("block_*.safetensors")]:
@@ -501,10 +558,13 @@ def quantize_model(
                         bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
                         tl = time.perf_counter()
                         W = _get_weight(mod).to(torch.float32)
-                        sol, codes, g_idx = solve_layer(W, H, grid, options)
-                        q = quantized_layer(codes, sol.scales, sol.zeros, g_idx, options.bits,
-                                            transposed=_is_conv1d(mod))
-                        _set_weight(mod, q.dequant().to(dev))
+                        if codebook is None:
+                            sol, codes, g_idx = solve_layer(W, H, grid, options)
+                            q = quantized_layer(codes, sol.scales, sol.zeros, g_idx, options.bits,
+                                                transposed=_is_conv1d(mod))
+                        else:
+                            sol, q = solve_vq_layer(W, H, codebook, options, transposed=_is_conv1d(mod))
+                        _install(block, name, mod, q)
                         full = f"{blocks_name}.{bi}.{name}"
                         rec = {"name": full, "error": float(sol.error),
                                "relative_error": float(sol.relative_error),
@@ -557,6 +617,20 @@ def check_model(model, options: QuantizeOptions):
         if gs > max(widths):
             raise ValueError(f"group_size {gs} exceeds every layer's input width (at most {max(widths)}); "
                              f"use None (per-channel) or a group size ≤ {max(widths)}")
+    if options.vector:
+        from latticeq.nn.incoherence import _hadamard_plan
+
+        d = options.make_codebook().dim
+        for block in blocks:
+            for name, mod in find_linears(block).items():
+                m, n = _get_weight(mod).shape
+                if n % d:
+                    raise ValueError(f"layer {name} has {n} inputs, not a multiple of the codebook dimension {d}")
+                for w in (m, n) if options.incoherence else ():
+                    if _hadamard_plan(int(w)) is None:
+                        raise ValueError(f"layer {name}: no Hadamard matrix of order {w} is constructed here, and "
+                                         "latticeq-vq checkpoints store randomized Hadamard transforms only; "
+                                         "quantize without incoherence (--no-incoherence)")
     return blocks_name, blocks
 
 
@@ -577,6 +651,20 @@ def solve_layer(W, H, grid, options):
         problem, _ = _layer_problem(W.cpu(), None if H is None else H.cpu())
         sol = solve(problem, grid, **kw)
     return sol, sol.codes, sol.g_idx
+
+
+def solve_vq_layer(W, H, codebook, options, *, transposed: bool = False):
+    """Solve one layer with a vector codebook (:func:`~latticeq.nn.solvers.vq.vq_solve`):
+    ``(solution, VQLayer)``. The transforms' seeds are ``options.seed`` (outputs) and
+    ``options.seed + 1`` (inputs) for every layer."""
+    from latticeq.nn.solvers.vq import vq_solve
+    from latticeq.nn.vqformat import vq_layer_from_solution
+
+    problem, _ = _layer_problem(W.cpu().double(), None if H is None else H.cpu().double())
+    sol = vq_solve(problem, codebook, act_order=options.act_order, percdamp=options.percdamp,
+                   seed=options.seed, incoherence=options.incoherence, fallback=False)
+    return sol, vq_layer_from_solution(sol, codebook, seed=options.seed, incoherence=options.incoherence,
+                                       transposed=transposed)
 
 
 def _layer_problem(W, H):
@@ -706,8 +794,12 @@ def quantize_to_checkpoint(
     progress: bool = True,
     solver_options: dict | None = None,
     group_refresh: str = "published",
+    codebook: str = "scalar",
+    incoherence: bool = True,
 ) -> dict:
-    """Load a model, quantize it sequentially, optionally evaluate, save a GPTQ checkpoint.
+    """Load a model, quantize it sequentially, optionally evaluate, save a GPTQ checkpoint
+    (scalar grid) or a ``latticeq-vq`` checkpoint (vector ``codebook``: ``e8p``,
+    ``voronoi:NAME``, ``voronoi:PATH.json``; see :mod:`latticeq.nn.vqformat`).
 
     Everything is validated (options, model, calibration text length, output folder) before
     anything is written. The run's state lives in ``out/.latticeq-state`` while it runs
@@ -732,7 +824,7 @@ def quantize_to_checkpoint(
     options = QuantizeOptions(bits=bits, group_size=group_size, sym=sym, mse=mse, act_order=act_order,
                               method=method, percdamp=percdamp, true_sequential=true_sequential,
                               seed=seed, solver_options=dict(solver_options or {}),
-                              group_refresh=group_refresh)
+                              group_refresh=group_refresh, codebook=codebook, incoherence=incoherence)
     options.validate()
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
@@ -777,10 +869,29 @@ def quantize_to_checkpoint(
         seed=seed, perplexity=ppl, eval=ev, wall_time_s=time.perf_counter() - t_start,
         quant_time_s=result.quant_time_s, peak_memory_bytes=result.peak_memory_bytes,
         layers=result.layer_stats,
-        group_refresh=group_refresh if group_size is not None else None,
+        group_refresh=group_refresh if group_size is not None and not options.vector else None,
+        codebook=options.make_codebook().spec() if options.vector else None,
+        bits_per_weight=bits_per_weight(result.layers),
+        transforms=({"kind": "randomized-hadamard", "seed_out": seed, "seed_in": seed + 1}
+                    if options.vector and incoherence else None),
     )
+    if options.vector:
+        from latticeq.nn.vqformat import save_vq_checkpoint
+
+        save_vq_checkpoint(net, result.layers, out, bits=bits, incoherence=incoherence, desc_act=act_order,
+                           damp_percent=percdamp, tokenizer=tokenizer, extra_files={RECORD_NAME: record},
+                           force=True)
+        return record
     save_checkpoint(net, result.layers, out, bits=bits, group_size=group_size, sym=sym,
                     desc_act=act_order, damp_percent=percdamp, true_sequential=true_sequential,
                     checkpoint_format=checkpoint_format, tokenizer=tokenizer,
                     extra_files={RECORD_NAME: record}, force=True)
     return record
+
+
+def bits_per_weight(layers: dict) -> float:
+    """Every stored bit of the quantized layers over their number of weights (see each layer's
+    ``stored_bits``); embeddings, norms and the head are not quantized and not counted."""
+    total = sum(q.stored_bits() for q in layers.values())
+    weights = sum(q.shape[0] * q.shape[1] for q in layers.values())
+    return total / weights

@@ -8,7 +8,15 @@ Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other to
     perplexity, eval {text, seqlen, windows[, window_nll]},
     wall_time_s, quant_time_s, peak_memory_bytes,
     layers [{name, error, relative_error, time_s[, error_metric]}],
+    codebook, bits_per_weight, transforms,
     latticeq_version, created
+
+``codebook`` is the vector codebook's spec (:meth:`~latticeq.lattice.codebook.Codebook.spec`;
+``None`` for the scalar grid), ``bits_per_weight`` every stored bit of the quantized layers
+(codes, scales, zeros, g_idx, permutations, transform signs) over their weights — embeddings,
+norms and the output head are not quantized and not counted — and ``transforms`` the
+incoherence transforms (kind and seeds; ``None`` without). Records written before these keys
+existed lack them (scalar runs).
 
 A layer's ``error`` is ``tr((W − Q) H (W − Q)ᵀ)`` with the calibration Hessian
 (``error_metric = "hessian"``, the default when the key is absent) or, for plain RTN, which
@@ -42,6 +50,7 @@ __all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "paired
 RECORD_KEYS = (
     "model", "method", "bits", "group_size", "group_refresh", "sym", "mse", "act_order", "calibration", "seed",
     "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "layers",
+    "codebook", "bits_per_weight", "transforms",
     "latticeq_version", "created",
 )
 
@@ -66,6 +75,9 @@ def make_record(
     layers: list,
     mse: bool = False,
     group_refresh: str | None = None,
+    codebook: dict | None = None,
+    bits_per_weight: float | None = None,
+    transforms: dict | None = None,
 ) -> dict:
     """A run record with exactly :data:`RECORD_KEYS` (validated)."""
     from latticeq import __version__
@@ -97,7 +109,9 @@ def make_record(
         "wall_time_s": float(wall_time_s),
         "quant_time_s": None if quant_time_s is None else float(quant_time_s),
         "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
-        "layers": list(layers), "latticeq_version": __version__,
+        "layers": list(layers),
+        "codebook": codebook, "bits_per_weight": None if bits_per_weight is None else float(bits_per_weight),
+        "transforms": transforms, "latticeq_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -165,12 +179,15 @@ def _record_problem(rec: dict) -> str | None:
     gs = rec.get("group_size")
     if gs is not None and (isinstance(gs, bool) or not isinstance(gs, int)):
         return f"group_size must be an integer or null, got {gs!r}"
-    for key in ("perplexity", "wall_time_s", "quant_time_s", "peak_memory_bytes"):
+    for key in ("perplexity", "wall_time_s", "quant_time_s", "peak_memory_bytes", "bits_per_weight"):
         if not num_or_none(rec.get(key)):
             return f"{key} must be a number or null, got {rec.get(key)!r}"
     for key in ("sym", "mse", "act_order"):
         if key in rec and not isinstance(rec[key], bool):
             return f"{key} must be true or false, got {rec[key]!r}"
+    for key in ("codebook", "transforms"):
+        if rec.get(key) is not None and not isinstance(rec[key], dict):
+            return f"{key} must be an object or null, got {rec[key]!r}"
     ev = rec.get("eval")
     if ev is not None:
         if not isinstance(ev, dict) or isinstance(ev.get("windows"), bool) or not isinstance(ev.get("windows"), int):
@@ -187,11 +204,23 @@ def _record_problem(rec: dict) -> str | None:
 
 def _method_label(rec: dict) -> str:
     m = rec["method"]
+    if rec.get("codebook"):
+        m = f"block babai, {_codebook_label(rec['codebook'])}" + ("" if rec.get("transforms") else ", no incoherence")
     if rec.get("act_order") and m not in ("rtn", "none", "minpivot"):
         m += " act-order"
     if rec.get("mse"):
         m += ", mse grid"
     return m
+
+
+def _codebook_label(spec: dict) -> str:
+    kind = spec.get("kind")
+    if kind == "voronoi":
+        lat = spec.get("lattice") or {}
+        return f"voronoi {lat.get('catalog') or lat.get('name') or 'lattice'}/{spec.get('q')}"
+    if kind == "residual":
+        return f"{_codebook_label(spec['first'])} + {_codebook_label(spec['second'])}"
+    return str(kind)
 
 
 def _gs(rec) -> str:
