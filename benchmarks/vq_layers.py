@@ -99,6 +99,9 @@ def main() -> int:
     ap.add_argument("--state", default=str(Path(__file__).with_name("vq_layers.json")))
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     ap.add_argument("--no-speed", action="store_true", help="skip the speed section (kept from the state file)")
+    ap.add_argument("--layers", default=None,
+                    help="comma-separated layer names to run (default: all; the table is built from every "
+                         "result in the state file, each ratio over the layers its row has)")
     a = ap.parse_args()
     bits_list = [int(b) for b in a.bits.split(",")]
     rows = [r for r in a.rows.split(",") if r]
@@ -120,15 +123,22 @@ def main() -> int:
                            "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         atomic_write_json(a.state, state)
         print("speed:", state["_speed"], flush=True)
+    run_names = None if a.layers is None else set(a.layers.split(","))
     for b in bits_list:
         for name, W, H in layers:
+            if run_names is not None and name not in run_names:
+                continue
             P = LayerProblem(torch.from_numpy(np.asarray(W, dtype=np.float64)), torch.from_numpy(np.asarray(H)))
             for r in rows:
                 key = f"{b}|{name}|{r}"
                 if key in state:
                     continue
                 kind, lat, opts = ROWS[r]
-                state[key] = run_one(kind, lat, opts, P, b)
+                try:
+                    state[key] = run_one(kind, lat, opts, P, b)
+                except ValueError as exc:  # a rate the codebook cannot provide
+                    print(f"{b}-bit {r}: skipped ({exc})", flush=True)
+                    continue
                 atomic_write_json(a.state, state)
                 print(f"{b}-bit {name:28s} {r:40s} rel {state[key]['rel']:.4f}  {state[key]['seconds']:.1f} s", flush=True)
     lines = ["# Lattice codebooks on real SmolLM2 layers", "",

@@ -54,6 +54,9 @@ class Codebook(ABC):
 
     dim: int
     size: int
+    #: starting scales the layer solver tries, as multiples of the RMS-matched one: a Voronoi code
+    #: overloads abruptly outside its region, so larger loads can pay; a ball code does not
+    default_loads: tuple = (1.0, 1.25, 1.5)
 
     @property
     def rate(self) -> float:
@@ -150,6 +153,10 @@ class VoronoiCode(Codebook):
         self.q = int(q)
         self.dim = lattice.dim
         self.size = self.q**self.dim
+        if self.size >= 2**62:
+            raise ValueError(f"a Voronoi code of {lattice.dim} dimensions with q = {self.q} has {self.dim * math.log2(self.q):g}-bit "
+                             "codewords; at most 61 bits per codeword are supported (use a smaller q or a "
+                             "lower-dimensional lattice)")
         G = np.asarray(lattice.generator, dtype=np.float64)
         self._G, self._Ginv = G, np.linalg.inv(G)
         if offset is None:  # generic, tiny (relative to the lattice), fixed: reproducible codes
@@ -310,6 +317,8 @@ class E8PCode(Codebook):
     """
 
     dim = 8
+    #: one starting scale: on SmolLM2 layers three loads gave 0.1 % lower error for 40 % more time
+    default_loads = (1.0,)
 
     def __init__(self):
         reps, table, keys = _e8p_tables()
@@ -432,6 +441,7 @@ class ResidualCode(Codebook):
             raise ValueError(f"stage dimensions differ: {first.dim} and {second.dim}")
         self.first, self.second = first, second
         self.dim = first.dim
+        self.default_loads = first.default_loads
         self.size = first.size * second.size
         if beta is None:
             beta = self._matched_beta()

@@ -152,6 +152,9 @@ def _tables(codebook):
     return [(codebook.codewords(), 1, codebook.size, 1.0)]
 
 
+_TABLES: dict = {}
+
+
 def _torch_module_base():
     import torch
 
@@ -190,10 +193,15 @@ class VQLinear(_torch_module_base()):
             P = layer.codebook.decode(layer.codes.reshape(-1)).reshape(m, n)
             self.register_buffer("decoded", torch.from_numpy(P).to(dtype), persistent=False)
         else:  # per stage: int32 indices into a table of codewords (times the stage's coefficient)
+            key = json.dumps(layer.codebook.spec(), sort_keys=True)
             for i, (t, dv, md, cf) in enumerate(tables):
                 idx = (layer.codes // dv) % md
                 self.register_buffer(f"index{i}", torch.from_numpy(idx.astype(np.int32)), persistent=False)
-                self.register_buffer(f"table{i}", torch.from_numpy(np.asarray(t) * cf).to(dtype), persistent=False)
+                # one table per codebook, stage and dtype, shared by every layer (e8p: 2 MB)
+                tk = (key, i, str(dtype))
+                if tk not in _TABLES:
+                    _TABLES[tk] = torch.from_numpy(np.asarray(t) * cf).to(dtype)
+                self.register_buffer(f"table{i}", _TABLES[tk], persistent=False)
             self.stages = len(tables)
         self._weight = None
 

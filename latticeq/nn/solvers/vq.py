@@ -110,14 +110,15 @@ class VQSolution:
 
 def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.01, blocksize: int = 128,
              incoherence: bool = True, seed: int = 0, refit_iters: int = 2, fallback: bool = True,
-             loads=(1.0, 1.25, 1.5), feedback: bool = True) -> VQSolution:
+             loads=None, feedback: bool = True) -> VQSolution:
     """Quantize ``problem`` (a :class:`~latticeq.nn.layer.LayerProblem`) with ``codebook``.
 
     ``incoherence``: randomized Hadamard transforms of both dimensions first (seeded; the dense
     random orthogonal fallback where no Hadamard matrix is constructed, unless ``fallback`` is
     False). ``loads``: multiples of the RMS-matched scale (1 = the codebook's RMS matches the
     row's) tried as starting scales; each row starts from the one with the lowest objective
-    (larger scales overload less). ``refit_iters`` least-squares scale refits, each followed
+    (larger scales overload less); default: the codebook's ``default_loads``.
+    ``refit_iters`` least-squares scale refits, each followed
     by a new decoding.
     ``feedback=False``: the ablation without error feedback.
     """
@@ -131,7 +132,7 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         raise ValueError(f"problem must be a LayerProblem, got {type(problem).__name__}")
     if isinstance(refit_iters, bool) or not isinstance(refit_iters, int) or refit_iters < 0:
         raise ValueError(f"refit_iters must be an integer >= 0, got {refit_iters!r}")
-    loads = tuple(float(x) for x in np.atleast_1d(loads))
+    loads = tuple(float(x) for x in np.atleast_1d(codebook.default_loads if loads is None else loads))
     if not loads or not all(x > 0 for x in loads):
         raise ValueError(f"loads must be positive numbers, got {loads!r}")
     t0 = time.perf_counter()

@@ -1,0 +1,356 @@
+"""Side by side with the tools users would pick instead: llama.cpp's k- and i-quants with an
+importance matrix, HQQ, and AutoRound, on the same model, text and windows as latticeq.
+
+Question: at 2, 3 and 4 bits per weight, where does latticeq stand against the quantizers a
+user of a small model would otherwise run?
+
+Model: SmolLM2-135M-Instruct (the shipped Q4_1 GGUF, dequantized: the float baseline of every
+latticeq table). Evaluation: latticeq's own perplexity code on all of *Pride and Prejudice*
+(327 non-overlapping 512-token windows; the first 16 are the short prefix), per-window NLLs
+kept, so each row gets a paired standard error against the best latticeq row at the same or
+more bits per weight. Calibration: the shipped Austen novels except *Pride and Prejudice* — the
+same 128 random 512-token windows latticeq calibrates on (seed 0), written out as text for the
+peers that read text.
+
+**Bits per weight, all in**, are computed from the stored tensors of the decoder blocks' linear
+layers (what every quantizer here quantizes; embeddings, norms and the head are excluded for
+all rows): GGUF tensor bytes for llama.cpp, the packed tensors for HQQ and AutoRound.
+
+Peers (optional; a peer that is not installed or cannot be built is skipped and the table says
+so; nothing here is imported by latticeq or needed by its tests):
+
+* **llama.cpp**: ``llama-quantize`` and ``llama-imatrix`` built with cmake from the source
+  distribution of the PyPI package ``llama-cpp-python`` (it vendors llama.cpp) in
+  ``~/.cache/latticeq/peers``; the float model converted by its ``convert_hf_to_gguf.py``; an
+  importance matrix from the calibration text; IQ2_XXS, IQ2_XS, Q2_K, IQ3_XXS, Q3_K_M, Q4_K_M
+  (and ``--pure`` variants, one type for every block tensor, where the mix is not uniform),
+  loaded back through transformers' GGUF reader.
+* **HQQ** (``pip install hqq``, no CUDA kernels): 2/3/4 bits, group sizes 64 and 16, on the CPU.
+* **AutoRound**: see ``run_autoround``.
+
+Run: ``nice -n 10 .venv/bin/python benchmarks/peers.py [--only llama.cpp,hqq] [--table-only]``.
+Records: ``results/peers/*.json`` (latticeq run records; ``method`` names the tool and type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "peers"
+CACHE = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "peers"
+SEQLEN = 512
+PREFIX = 16
+LLAMA_TYPES = ("IQ2_XXS", "IQ2_XS", "Q2_K", "IQ3_XXS", "Q3_K_M", "Q4_K_M")
+#: types whose default mix keeps some block tensors at other types: also run with --pure
+MIXED = ("Q2_K", "Q3_K_M", "Q4_K_M", "IQ2_XXS", "IQ2_XS", "IQ3_XXS")
+HQQ_RUNS = tuple((b, g) for b in (2, 3, 4) for g in (64, 16))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------ shared pieces
+def float_model():
+    from latticeq.nn.model import load_model
+
+    return load_model("smollm2")
+
+
+def calibration_text() -> Path:
+    """The 128 × 512-token calibration windows latticeq uses (seed 0), decoded to text."""
+    path = CACHE / "calib-austen-128x512.txt"
+    if not path.exists():
+        from latticeq.io import atomic_write_text
+        from latticeq.nn.calib import calibration_windows
+        from latticeq.nn.model import load_tokenizer
+
+        tok = load_tokenizer("smollm2")
+        w = calibration_windows(tok, nsamples=128, seqlen=SEQLEN, seed=0)
+        atomic_write_text(path, "\n".join(tok.decode(row) for row in w.tolist()))
+    return path
+
+
+#: evaluation windows (set by --windows: 16 = the prefix, None = the whole book)
+WINDOWS = [PREFIX]
+
+
+def score(model, name: str, *, method: str, bits, quant_time_s, peak, bpw, extra: dict) -> dict:
+    """Perplexity on the first WINDOWS windows of Pride and Prejudice (all: the whole book) with
+    per-window NLLs; a run record in results/peers."""
+    from latticeq.nn.evaluate import perplexity
+    from latticeq.nn.model import load_tokenizer
+    from latticeq.nn.records import make_record, write_record
+
+    t0 = time.perf_counter()
+    pr = perplexity(model, load_tokenizer("smollm2"), seqlen=SEQLEN, max_windows=WINDOWS[0], progress=False)
+    rec = make_record(model="smollm2", method=method, bits=bits, group_size=extra.get("group_size"), sym=False,
+                      act_order=False, calibration=extra.get("calibration"), seed=0, perplexity=pr.perplexity,
+                      eval=pr.eval_info(), wall_time_s=(quant_time_s or 0) + time.perf_counter() - t0,
+                      quant_time_s=quant_time_s, peak_memory_bytes=peak, layers=[], bits_per_weight=bpw)
+    rec["peer"] = extra  # the tool's own settings (kept beside the standard keys)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-w{pr.windows}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=1) + "\n")
+    os.replace(tmp, path)
+    log(f"{name}: perplexity {pr.perplexity:.3f}, {bpw:.3f} bits/weight")
+    return rec
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+def _peak_child_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+
+# ------------------------------------------------------------------------------ llama.cpp
+def llama_cpp_source() -> Path:
+    src = sorted(glob.glob(str(CACHE / "llama_cpp_python-*" / "vendor" / "llama.cpp")))
+    if src:
+        return Path(src[-1])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log("downloading the llama-cpp-python source distribution (it vendors llama.cpp)")
+    subprocess.run([sys.executable, "-m", "pip", "download", "llama-cpp-python", "--no-binary", ":all:",
+                    "--no-deps", "-q", "-d", str(CACHE)], check=True)
+    sdist = sorted(CACHE.glob("llama_cpp_python-*.tar.gz"))[-1]
+    shutil.unpack_archive(str(sdist), str(CACHE))
+    return Path(sorted(glob.glob(str(CACHE / "llama_cpp_python-*" / "vendor" / "llama.cpp")))[-1])
+
+
+def build_llama_cpp(jobs: int = 2) -> Path:
+    """``llama-quantize`` and ``llama-imatrix`` (CPU only), built once into the cache."""
+    src = llama_cpp_source()
+    build = src / "build"
+    bins = build / "bin"
+    if (bins / "llama-quantize").exists() and (bins / "llama-imatrix").exists():
+        return bins
+    log(f"building llama.cpp tools in {build}")
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF",
+                    "-DGGML_NATIVE=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                    "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build), "-j", str(jobs), "--target", "llama-quantize", "llama-imatrix"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return bins
+
+
+def float_gguf() -> Path:
+    """The float baseline as an f32 GGUF, by llama.cpp's own converter from a saved HF folder."""
+    out = CACHE / "smollm2-f32.gguf"
+    if out.exists():
+        return out
+    hf = CACHE / "smollm2-hf"
+    if not (hf / "config.json").exists():
+        from latticeq.nn.model import load_tokenizer
+
+        m = float_model()
+        m.save_pretrained(str(hf))
+        load_tokenizer("smollm2").save_pretrained(str(hf))
+    src = llama_cpp_source()
+    env = {**os.environ, "PYTHONPATH": str(src / "gguf-py")}
+    subprocess.run([sys.executable, str(src / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32",
+                    "--outfile", str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
+    return out
+
+
+def gguf_block_bpw(path: Path) -> tuple[float, dict]:
+    """Bits per weight of the decoder blocks' 2-D (linear) weights from the GGUF's tensor bytes,
+    and the count of each tensor type among them."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(str(path))
+    bits = n = 0
+    types: dict = {}
+    for t in r.tensors:
+        if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2 and int(t.shape[1]) > 1:
+            bits += int(t.n_bytes) * 8
+            n += int(t.n_elements)
+            types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    return bits / n, types
+
+
+def run_llama_cpp(done: set) -> None:
+    bins = build_llama_cpp()
+    f32 = float_gguf()
+    imat = CACHE / "imatrix-austen-128x512.gguf"
+    calib = calibration_text()
+    if not imat.exists():
+        log("llama-imatrix on the calibration text")
+        t = time.perf_counter()
+        subprocess.run([str(bins / "llama-imatrix"), "-m", str(f32), "-f", str(calib), "-o", str(imat), "-c",
+                        str(SEQLEN), "--chunks", "128", "-t", "1", "-ngl", "0"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (CACHE / "imatrix-seconds.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
+    imat_s = float((CACHE / "imatrix-seconds.txt").read_text())
+    from transformers import AutoModelForCausalLM
+
+    for qtype in LLAMA_TYPES:
+        for pure in (False, True) if qtype in MIXED else (False,):
+            name = f"llamacpp-{qtype}{'-pure' if pure else ''}"
+            if name in done:
+                continue
+            out = CACHE / f"smollm2-{qtype}{'-pure' if pure else ''}.gguf"
+            t = time.perf_counter()
+            cmd = [str(bins / "llama-quantize"), *(["--pure"] if pure else []), "--imatrix", str(imat), str(f32),
+                   str(out), qtype, "1"]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                log(f"{name}: llama-quantize failed: {res.stderr.strip().splitlines()[-1:]}")
+                continue
+            qt = time.perf_counter() - t + imat_s
+            bpw, types = gguf_block_bpw(out)
+            model = AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name)
+            model.eval()
+            bits = {"IQ2": 2, "Q2": 2, "IQ3": 3, "Q3": 3, "Q4": 4}[qtype.split("_")[0]]
+            score(model, name, method=f"llama.cpp {qtype}{' --pure' if pure else ''}", bits=bits, quant_time_s=qt,
+                  peak=_peak_child_rss(), bpw=bpw,
+                  extra={"tool": "llama.cpp", "type": qtype, "pure": pure, "block_tensor_types": types,
+                         "imatrix": {"chunks": 128, "ctx": SEQLEN, "text": calib.name},
+                         "source": str(bins.parent.parent.parent.parent.name),
+                         "calibration": {"source": "austen (latticeq's 128 × 512 windows as text)", "nsamples": 128,
+                                         "seqlen": SEQLEN}})
+            del model
+
+
+# ------------------------------------------------------------------------------ HQQ
+def run_hqq(done: set) -> None:
+    try:
+        from hqq.core.quantize import BaseQuantizeConfig, HQQLinear  # noqa: F401
+    except ImportError:
+        log("hqq is not installed (pip install hqq): skipped")
+        return
+    import torch
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+
+    from latticeq.nn.pipeline import find_blocks, find_linears
+
+    for bits, g in HQQ_RUNS:
+        name = f"hqq-{bits}b-g{g}"
+        if name in done:
+            continue
+        model = float_model()
+        t = time.perf_counter()
+        cfg = BaseQuantizeConfig(nbits=bits, group_size=g, axis=1)
+        stored = weights = 0
+        _, blocks = find_blocks(model)
+        for block in blocks:
+            for lname, lin in find_linears(block).items():
+                hq = HQQLinear(lin, quant_config=cfg, compute_dtype=torch.float32, device="cpu",
+                               del_orig=False)
+                # every stored tensor of the layer: packed codes (HQQ's own packing), scales and
+                # zeros as HQQ stores them in its usual fp16 compute dtype (rounded to fp16 here
+                # before dequantizing, so the weights are what such a checkpoint holds)
+                W = hq.W_q
+                stored += W.numel() * W.element_size() * 8
+                for k in ("scale", "zero"):
+                    v = hq.meta.get(k)
+                    if isinstance(v, torch.Tensor):
+                        hq.meta[k] = v.half().float()
+                        stored += v.numel() * 16
+                weights += lin.weight.numel()
+                with torch.no_grad():
+                    lin.weight.copy_(hq.dequantize().reshape(lin.weight.shape).to(lin.weight.dtype))
+                del hq
+        qt = time.perf_counter() - t
+        score(model, name, method=f"HQQ {bits}-bit g{g}", bits=bits, quant_time_s=qt, peak=None,
+              bpw=stored / weights, extra={"tool": "hqq", "nbits": bits, "group_size": g, "axis": 1,
+                                           "scale_zero_dtype": "float16", "version": _version("hqq")})
+        del model
+
+
+# ------------------------------------------------------------------------------ the table
+def table() -> str:
+    from latticeq.nn.records import read_records
+
+    peers = read_records(sorted(RESULTS.glob("*.json"))) if RESULTS.exists() else []
+    ours = [r for r in read_records(sorted((ROOT / "results" / "quant").glob("smollm2-*.json")))
+            if r["bits"] is not None and (r.get("eval") or {}).get("window_nll")]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from vq_models import _bpw_scalar, _paired, _ppl
+
+    def bpw(r):
+        return r["bits_per_weight"] if r.get("bits_per_weight") is not None else _bpw_scalar(r)
+
+    def nw(r):
+        return len((r.get("eval") or {}).get("window_nll") or [])
+
+    def label(r):
+        from latticeq.nn.records import _codebook_label
+
+        if r.get("codebook"):
+            return f"latticeq {_codebook_label(r['codebook'])}"
+        g = "per-channel" if r.get("group_size") in (None, -1) else f"g{r['group_size']}"
+        return f"latticeq {r['method']}{' mse' if r.get('mse') else ''}{' act-order' if r.get('act_order') else ''}, {g}"
+
+    def fmt(x):
+        return "—" if x is None else f"{x:.2f}"
+
+    rows = [(r, "peer") for r in peers] + [(r, "ours") for r in ours]
+    lines = ["| tool, configuration | bits/weight (all in) | ppl prefix (16) | ppl book (327) | "
+             "vs best latticeq at ≥ bits (windows) | quant time (s) | peak memory (GiB) |",
+             "|---|---:|---:|---:|---|---:|---:|"]
+    for r, kind in sorted(rows, key=lambda x: (bpw(x[0]), x[1])):
+        vs = ""
+        if kind == "peer":
+            cands = [o for o in ours if bpw(o) >= bpw(r) - 1e-9]
+            w = min(nw(r), 327)
+            ref = min(cands, key=lambda o: _ppl(o, w) if nw(o) >= w else math.inf, default=None)
+            pr = _paired(r, ref, w) if ref is not None and nw(ref) >= w else None
+            vs = "—" if pr is None else f"{pr[0]:.3f} ± {pr[1]:.3f} vs {label(ref)} ({w})"
+        pk = "—" if not r.get("peak_memory_bytes") else f"{r['peak_memory_bytes'] / 2**30:.1f}"
+        qt = "—" if r.get("quant_time_s") is None else f"{r['quant_time_s']:.0f}"
+        lines.append(f"| {label(r) if kind == 'ours' else r['method']} | {bpw(r):.3f} | {fmt(_ppl(r, PREFIX))} | "
+                     f"{fmt(_ppl(r, 327) if nw(r) >= 327 else None)} | {vs} | {qt} | {pk} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="llama.cpp,hqq", help="comma-separated peers: llama.cpp, hqq")
+    ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--windows", type=int, default=PREFIX,
+                    help="evaluation windows of Pride and Prejudice (16: the prefix; 0: the whole book, 327)")
+    args = ap.parse_args(argv)
+    WINDOWS[0] = args.windows or None
+    import torch
+
+    from latticeq.io import atomic_write_text
+
+    torch.set_num_threads(args.threads)
+    skipped = []
+    if not args.table_only:
+        suffix = f"-w{WINDOWS[0] or 327}"
+        done = {p.stem[: -len(suffix)] for p in RESULTS.glob(f"*{suffix}.json")} if RESULTS.exists() else set()
+        for peer in [p for p in args.only.split(",") if p]:
+            try:
+                {"llama.cpp": run_llama_cpp, "hqq": run_hqq}[peer](done)
+            except (subprocess.CalledProcessError, FileNotFoundError, OSError) as exc:
+                skipped.append(f"{peer}: {exc}")
+                log(f"{peer} skipped: {exc}")
+    body = table()
+    text = ("# SmolLM2-135M: latticeq beside llama.cpp, HQQ and AutoRound (benchmarks/peers.py)\n\n"
+            + __doc__.split("\n\n", 1)[1].split("Run:")[0].strip() + "\n\n" + body + "\n"
+            + ("".join(f"\nSkipped: {s}" for s in skipped) + "\n" if skipped else ""))
+    atomic_write_text(ROOT / "benchmarks" / "peers.md", text)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
