@@ -26,7 +26,9 @@ so; nothing here is imported by latticeq or needed by its tests):
   (and ``--pure`` variants, one type for every block tensor, where the mix is not uniform),
   loaded back through transformers' GGUF reader.
 * **HQQ** (``pip install hqq``, no CUDA kernels): 2/3/4 bits, group sizes 64 and 16, on the CPU.
-* **AutoRound**: see ``run_autoround``.
+* **AutoRound** (``pip install auto-round``, CPU): W2/W3/W4 with g128 and W2 with g32, 50
+  iterations (the published default is 200 over 2048-token windows, about 45 hours here), its
+  GPTQ-format output loaded by latticeq's own GPTQ loader.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/peers.py [--only llama.cpp,hqq] [--table-only]``.
 Records: ``results/peers/*.json`` (latticeq run records; ``method`` names the tool and type).
@@ -274,6 +276,65 @@ def run_hqq(done: set) -> None:
         del model
 
 
+# ------------------------------------------------------------------------------ AutoRound
+#: (bits, group size); the published defaults are 200 iterations over 128 windows of 2048 tokens
+#: (about 45 hours on this machine); here 50 iterations over latticeq's 128 × 512 windows
+AUTOROUND_RUNS = ((2, 128), (3, 128), (4, 128), (2, 32))
+AUTOROUND_ITERS = 50
+
+
+def run_autoround(done: set) -> None:
+    try:
+        from auto_round import AutoRound
+    except ImportError:
+        log("auto-round is not installed (pip install auto-round): skipped")
+        return
+    from safetensors import safe_open
+
+    from latticeq.nn.checkpoint import load_checkpoint
+    from latticeq.nn.model import load_tokenizer
+
+    hf = CACHE / "smollm2-hf"
+    if not (hf / "config.json").exists():
+        float_model().save_pretrained(str(hf))
+        load_tokenizer("smollm2").save_pretrained(str(hf))
+    texts = calibration_text().read_text(encoding="utf-8").split("\n")
+    for bits, g in AUTOROUND_RUNS:
+        name = f"autoround-{bits}b-g{g}-i{AUTOROUND_ITERS}"
+        if name in done:
+            continue
+        out = CACHE / name
+        if not (out / "config.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            t = time.perf_counter()
+            ar = AutoRound(str(hf), tokenizer=load_tokenizer("smollm2"), bits=bits, group_size=g, sym=False,
+                           dataset=texts, seqlen=SEQLEN, nsamples=128, iters=AUTOROUND_ITERS, batch_size=8,
+                           device_map="cpu", seed=0)
+            ar.quantize_and_save(str(out / "tmp"), format="auto_gptq")
+            inner = next((out / "tmp").iterdir())
+            for f in inner.iterdir():
+                os.replace(f, out / f.name)
+            (out / "seconds.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
+        qt = float((out / "seconds.txt").read_text())
+        model = load_checkpoint(out)  # AutoRound writes GPTQ format: latticeq's own loader
+        stored = 0
+        with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+            for k in f.keys():
+                if ".layers." in k and k.rsplit(".", 1)[-1] in ("qweight", "qzeros", "scales", "g_idx"):
+                    t_ = f.get_slice(k)
+                    shape, dt = t_.get_shape(), t_.get_dtype()
+                    stored += math.prod(shape) * {"I32": 32, "F16": 16, "BF16": 16, "F32": 32}[dt]
+        weights = sum(q.shape[0] * q.shape[1] for q in model.latticeq_quantized.values())
+        score(model, name, method=f"AutoRound W{bits} g{g} ({AUTOROUND_ITERS} iters)", bits=bits, quant_time_s=qt,
+              peak=None, bpw=stored / weights,
+              extra={"tool": "auto-round", "version": _version("auto-round"), "bits": bits, "group_size": g,
+                     "iters": AUTOROUND_ITERS, "nsamples": 128, "seqlen": SEQLEN, "batch_size": 8,
+                     "published_defaults": {"iters": 200, "nsamples": 128, "seqlen": 2048},
+                     "calibration": {"source": "austen (latticeq's 128 × 512 windows as text)", "nsamples": 128,
+                                     "seqlen": SEQLEN}})
+        del model
+
+
 # ------------------------------------------------------------------------------ the table
 def table() -> str:
     from latticeq.nn.records import read_records
@@ -322,7 +383,8 @@ def table() -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="llama.cpp,hqq", help="comma-separated peers: llama.cpp, hqq")
+    ap.add_argument("--only", default="llama.cpp,hqq,autoround",
+                    help="comma-separated peers: llama.cpp, hqq, autoround")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--windows", type=int, default=PREFIX,
@@ -340,7 +402,7 @@ def main(argv=None) -> None:
         done = {p.stem[: -len(suffix)] for p in RESULTS.glob(f"*{suffix}.json")} if RESULTS.exists() else set()
         for peer in [p for p in args.only.split(",") if p]:
             try:
-                {"llama.cpp": run_llama_cpp, "hqq": run_hqq}[peer](done)
+                {"llama.cpp": run_llama_cpp, "hqq": run_hqq, "autoround": run_autoround}[peer](done)
             except (subprocess.CalledProcessError, FileNotFoundError, OSError) as exc:
                 skipped.append(f"{peer}: {exc}")
                 log(f"{peer} skipped: {exc}")

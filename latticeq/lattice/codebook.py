@@ -441,7 +441,6 @@ class ResidualCode(Codebook):
             raise ValueError(f"stage dimensions differ: {first.dim} and {second.dim}")
         self.first, self.second = first, second
         self.dim = first.dim
-        self.default_loads = first.default_loads
         self.size = first.size * second.size
         if beta is None:
             beta = self._matched_beta()
