@@ -73,17 +73,22 @@ def float_model():
     return load_model("smollm2")
 
 
+def calibration_texts() -> list[str]:
+    """The 128 × 512-token calibration windows latticeq uses (seed 0), each decoded to text."""
+    from latticeq.nn.calib import calibration_windows
+    from latticeq.nn.model import load_tokenizer
+
+    tok = load_tokenizer("smollm2")
+    return [tok.decode(row) for row in calibration_windows(tok, nsamples=128, seqlen=SEQLEN, seed=0).tolist()]
+
+
 def calibration_text() -> Path:
-    """The 128 × 512-token calibration windows latticeq uses (seed 0), decoded to text."""
+    """:func:`calibration_texts` in one text file (for llama-imatrix, which chunks it by 512 tokens)."""
     path = CACHE / "calib-austen-128x512.txt"
     if not path.exists():
         from latticeq.io import atomic_write_text
-        from latticeq.nn.calib import calibration_windows
-        from latticeq.nn.model import load_tokenizer
 
-        tok = load_tokenizer("smollm2")
-        w = calibration_windows(tok, nsamples=128, seqlen=SEQLEN, seed=0)
-        atomic_write_text(path, "\n".join(tok.decode(row) for row in w.tolist()))
+        atomic_write_text(path, "\n".join(calibration_texts()))
     return path
 
 
@@ -301,7 +306,10 @@ def run_autoround(done: set) -> None:
     if not (hf / "config.json").exists():
         float_model().save_pretrained(str(hf))
         load_tokenizer("smollm2").save_pretrained(str(hf))
-    texts = calibration_text().read_text(encoding="utf-8").split("\n")
+    windows = calibration_texts()
+    # AutoRound needs at least seqlen tokens per sample and truncates longer ones: sample i is
+    # window i followed by window i + 1, so its first 512 tokens are (about) window i
+    texts = [windows[i] + " " + windows[(i + 1) % len(windows)] for i in range(len(windows))]
     for bits, g in AUTOROUND_RUNS:
         name = f"autoround-{bits}b-g{g}-i{AUTOROUND_ITERS}"
         if name in done:
