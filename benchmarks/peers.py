@@ -377,10 +377,12 @@ def table() -> str:
     def fmt(x):
         return "—" if x is None else f"{x:.2f}"
 
-    best: dict = {}  # one row per latticeq configuration: the record with the most windows
+    # latticeq's best rows: per bits and grouping (scalar) or codebook, the lowest prefix
+    # perplexity (ties: the record with more windows)
+    best: dict = {}
     for r in ours:
-        k = (label(r), r["bits"])
-        if k not in best or nw(r) > nw(best[k]):
+        k = (r["bits"], json.dumps(r.get("codebook"), sort_keys=True) if r.get("codebook") else r.get("group_size"))
+        if k not in best or (round(_ppl(r, PREFIX), 3), -nw(r)) < (round(_ppl(best[k], PREFIX), 3), -nw(best[k])):
             best[k] = r
     ours = list(best.values())
     rows = [(r, "peer") for r in peers] + [(r, "ours") for r in ours]
