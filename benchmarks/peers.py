@@ -405,7 +405,8 @@ def table() -> str:
 
 
 def plot(path: Path) -> None:
-    """Perplexity on the 16-window prefix against bits per weight, one line per tool (log scale)."""
+    """Perplexity on the 16-window prefix against bits per weight (log scale): every row as a dot,
+    each tool's Pareto front as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -428,9 +429,16 @@ def plot(path: Path) -> None:
         key = round(bpw, 2)  # the best row per tool at each bits per weight
         series[tool][key] = min(series[tool].get(key, math.inf), _ppl(r, PREFIX))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for tool, pts in sorted(series.items()):
+    for i, (tool, pts) in enumerate(sorted(series.items())):
         xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", label=tool)
+        color = f"C{i}"
+        ax.scatter(xs, [pts[x] for x in xs], color=color, s=22, alpha=0.6)
+        front, best = [], math.inf  # the tool's Pareto front: better than everything it has with fewer bits
+        for x in xs:
+            if pts[x] < best:
+                best = pts[x]
+                front.append(x)
+        ax.plot(front, [pts[x] for x in front], color=color, marker="o", label=tool)
     float_rec = [r for r in read_records(sorted((ROOT / "results" / "quant").glob("smollm2-float-w16.json")))]
     if float_rec:
         ax.axhline(float_rec[0]["perplexity"], color="k", lw=0.8, ls="--", label="float (dequantized Q4_1)")
