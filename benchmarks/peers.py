@@ -401,6 +401,20 @@ def table() -> str:
         qt = "—" if r.get("quant_time_s") is None else f"{r['quant_time_s']:.0f}"
         lines.append(f"| {label(r) if kind == 'ours' else r['method']} | {bpw(r):.3f} | {fmt(_ppl(r, PREFIX))} | "
                      f"{fmt(_ppl(r, 327) if nw(r) >= 327 else None)} | {vs} | {qt} | {pk} |")
+    # plainly: peer rows that no latticeq row of the same or fewer bits per weight beats
+    lost = []
+    for r in peers:
+        if _ppl(r, PREFIX) is None:
+            continue
+        ok = [o for o in ours if bpw(o) <= bpw(r) + 1e-9 and _ppl(o, PREFIX) < _ppl(r, PREFIX)]
+        if not ok:
+            mine = [o for o in ours if bpw(o) <= bpw(r) + 1e-9]
+            b = min(mine, key=lambda o: _ppl(o, PREFIX), default=None)
+            lost.append(f"- {r['method']} ({bpw(r):.2f} bits/weight, {_ppl(r, PREFIX):.2f}): latticeq's best at or "
+                        f"below that size is " + ("none" if b is None else f"{label(b)} ({bpw(b):.2f}, "
+                                                                          f"{_ppl(b, PREFIX):.2f})"))
+    lines += ["", "Peer rows that no latticeq row of the same or fewer bits per weight beats (first 16 windows):", ""]
+    lines += lost or ["- none"]
     return "\n".join(lines)
 
 
