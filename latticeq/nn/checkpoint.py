@@ -311,9 +311,6 @@ def save_checkpoint(
         Replace an existing ``out`` that holds only an unfinished run's state (used by the
         pipeline when it finishes a run into its own state folder).
     """
-    import torch
-    from safetensors.torch import save_file
-
     if checkpoint_format not in CHECKPOINT_FORMATS:
         raise ValueError(f"checkpoint_format must be one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}")
     if not layers:
@@ -358,17 +355,29 @@ def save_checkpoint(
     }
     qconfig = {k: v for k, v in qconfig.items() if v is not None}
 
+    cfg = model.config.to_dict()
+    cfg["quantization_config"] = dict(qconfig)
+    cfg["dtype"] = "float16"
+    return write_model_folder(out, tensors, cfg, model=model, tokenizer=tokenizer,
+                              extra_files={"quantize_config.json": qconfig, **(extra_files or {})})
+
+
+def write_model_folder(out, tensors: dict, config: dict, *, model=None, tokenizer=None,
+                       extra_files: dict | None = None) -> Path:
+    """Write a model folder atomically: ``model.safetensors``, the model's generation config,
+    the tokenizer files, ``extra_files`` (name → JSON-able) and ``config.json`` last (a folder
+    without it is not a model), into a temporary sibling renamed to ``out`` at the end; an
+    existing ``out`` is replaced only after the new folder is complete. Used by every
+    checkpoint format (GPTQ here, latticeq-vq in :mod:`latticeq.nn.vqformat`)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         os.chmod(tmp / WEIGHTS_NAME, default_permissions())  # safetensors creates 0600 files
-        cfg = model.config.to_dict()
-        cfg.pop("quantization_config", None)
-        cfg["quantization_config"] = dict(qconfig)
-        cfg["dtype"] = "float16"
-        (tmp / "quantize_config.json").write_text(json.dumps(qconfig, indent=2) + "\n")
         gen = getattr(model, "generation_config", None)
         if gen is not None:
             try:
@@ -380,7 +389,7 @@ def save_checkpoint(
         for fname, obj in (extra_files or {}).items():
             (tmp / fname).write_text(json.dumps(obj, indent=2) + "\n")
         # config.json last: a folder without it is not a model
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
         if out.exists():
             trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, trash)

@@ -38,9 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -330,10 +327,7 @@ def save_vq_checkpoint(model, layers: dict, out, *, bits: int, incoherence: bool
     existing ``out`` only with ``force``, or ``replace_partial`` for an unfinished run's folder).
     ``model`` holds :class:`VQLinear` modules (or the original layers) for ``layers``; every
     other tensor is saved as it is."""
-    from safetensors.torch import save_file
-
-    from latticeq.io import default_permissions
-    from latticeq.nn.checkpoint import _dedupe_state
+    from latticeq.nn.checkpoint import _dedupe_state, write_model_folder
 
     if not layers:
         raise ValueError("no quantized layers given")
@@ -363,36 +357,9 @@ def save_vq_checkpoint(model, layers: dict, out, *, bits: int, incoherence: bool
                "incoherence": bool(incoherence), "transform_factors": factors, "desc_act": bool(desc_act),
                "damp_percent": float(damp_percent), "modules": sorted(layers),
                "transposed": sorted(k for k, q in layers.items() if q.transposed)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        os.chmod(tmp / WEIGHTS_NAME, default_permissions())
-        cfg = model.config.to_dict()
-        cfg["quantization_config"] = qconfig
-        gen = getattr(model, "generation_config", None)
-        if gen is not None:
-            try:
-                gen.save_pretrained(tmp)
-            except Exception:  # generation config is optional
-                pass
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(tmp))
-        for fname, obj in (extra_files or {}).items():
-            (tmp / fname).write_text(json.dumps(obj, indent=2) + "\n")
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, default=str) + "\n")  # last
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    cfg = model.config.to_dict()
+    cfg["quantization_config"] = qconfig
+    return write_model_folder(out, tensors, cfg, model=model, tokenizer=tokenizer, extra_files=extra_files)
 
 
 def _read_vq_config(folder: Path) -> dict:
