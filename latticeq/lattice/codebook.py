@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
@@ -522,6 +523,17 @@ def codebook_from_spec(spec: dict) -> Codebook:
 
 
 def parse_codebook(spec: str, bits: int):
+    """See :func:`_parse_codebook`; the same (spec, bits) gives the same object, so callers
+    that validate, check and quantize do not rebuild it (a residual code's β search, a
+    Voronoi code's overload tree)."""
+    try:
+        return _parse_codebook(spec, bits)
+    except TypeError:  # unhashable arguments: let the parser name the problem
+        return _parse_codebook.__wrapped__(spec, bits)
+
+
+@lru_cache(maxsize=16, typed=True)  # typed: bits=True must not hit bits=1
+def _parse_codebook(spec: str, bits: int):
     """The codebook a user names: ``"scalar"`` → None (the scalar grid of :mod:`latticeq.nn.grid`),
     ``"e8p"`` → :class:`E8PCode` at 2 bits per weight, ``e8p`` + a Voronoi code ``E8/2E8`` on the
     residual at 3, ``e8p`` + ``e8p`` at 4; ``"voronoi:NAME"`` / ``"voronoi:PATH.json"`` →
