@@ -54,7 +54,7 @@ def test_round_trip_gives_identical_logits(make, tmp_path):
         y = mod(x) - (mod.bias if mod.bias is not None else 0)
         assert torch.allclose(y, x @ q.dequant().T, atol=1e-4, rtol=1e-4)
     cfg = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert cfg["codebook"]["kind"] == "e8p" and cfg["format_version"] == 1
+    assert cfg["codebook"]["kind"] == "e8p" and cfg["format_version"] == 2 and cfg["index_bits"] == 16
     # bits per weight from the stored tensors: 16-bit codes per 8 weights + fp16 scale per row +
     # int16 permutation + sign bits
     bpw = pl.bits_per_weight(res.layers)
@@ -72,6 +72,58 @@ def test_voronoi_and_residual_codebooks_round_trip(tmp_path):
             assert torch.equal(load_vq_checkpoint(out)(ids).logits, model(ids).logits)
         q = next(iter(res.layers.values()))
         assert q.codebook.spec() == parse_codebook(cb, bits).spec()
+
+
+def test_index_packing_round_trips_every_width():
+    from latticeq.nn.vqformat import pack_indices, unpack_indices
+
+    rng = np.random.default_rng(0)
+    for b in (1, 3, 7, 8, 12, 16, 24, 31, 32, 48, 63):
+        for count in (0, 1, 5, 97):
+            c = rng.integers(0, 2**b, size=count, dtype=np.uint64).astype(np.int64) if b < 63 else \
+                rng.integers(0, 2**62, size=count).astype(np.int64) * 2 + 1
+            stream = pack_indices(c, b)
+            assert stream.dtype == np.uint8 and stream.shape == (-(-count * b // 8),)
+            np.testing.assert_array_equal(unpack_indices(stream, count, b), c)
+    # the bit order is little-endian within and across bytes: 12-bit 0xABC, 0x123 -> BC 3A 12
+    np.testing.assert_array_equal(pack_indices(np.array([0xABC, 0x123]), 12), [0xBC, 0x3A, 0x12])
+
+
+def test_codes_are_stored_in_exactly_their_bits_and_version_1_still_loads(tmp_path):
+    """Voronoi D4 at 3 bits per weight: 4096 codewords, 12-bit indices — 12 bits per 4 weights
+    on disk (format 2), not 16; a version-1 file (whole bytes per index) loads the same model."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_llama()
+    _, res = _quantize(model, codebook="voronoi:D4", bits=3)
+    name, q = next(iter(res.layers.items()))
+    assert q.codebook.size == 4096 and q.codebook.index_bits == 12
+    m, n = q.shape
+    assert q.stored_bits() == 12 * m * n // 4 + 16 * m + 16 * n + 8 * -(-(m + n) // 8)
+    out = save_vq_checkpoint(model, res.layers, tmp_path / "v2", bits=3, incoherence=True, desc_act=True,
+                             damp_percent=0.01)
+    t = load_file(str(out / "model.safetensors"))
+    assert t[f"{name}.vq_codes"].shape == (12 * m * n // 4 // 8,)
+    ids = _windows(1, 16, seed=5)
+    with torch.no_grad():
+        ref = model(ids).logits
+        assert torch.equal(load_vq_checkpoint(out)(ids).logits, ref)
+    # the same checkpoint written as version 1 by hand: 2 whole bytes per 12-bit index
+    for name, q in res.layers.items():
+        c = q.codes.astype("<u8")
+        t[f"{name}.vq_codes"] = torch.from_numpy(np.ascontiguousarray(c.view(np.uint8).reshape(*c.shape, 8)[..., :2]))
+    save_file(t, str(out / "model.safetensors"))
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["quantization_config"]["format_version"] = 1
+    del cfg["quantization_config"]["index_bits"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    with torch.no_grad():
+        assert torch.equal(load_vq_checkpoint(out)(ids).logits, ref)
+    # a version-1 layout under a version-2 header: refused, naming the file
+    cfg["quantization_config"]["format_version"] = 2
+    (out / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="model.safetensors.*has codes"):
+        load_vq_checkpoint(out)
 
 
 def test_vq_quantization_beats_scalar_rtn_layer_error():
@@ -149,7 +201,7 @@ def test_bad_settings_and_checkpoints(tmp_path):
     w.write_bytes(data)
     t = load_file(str(w))
     key = next(k for k in t if k.endswith("vq_codes"))
-    t[key] = t[key][:, :-1].contiguous()
+    t[key] = t[key][:-1].contiguous()
     save_file(t, str(w))
     with pytest.raises(ValueError, match="has codes"):
         load_vq_checkpoint(out)

@@ -69,6 +69,11 @@ class Codebook(ABC):
         """Bits per codeword, ``log2(size)``."""
         return math.log2(self.size)
 
+    @property
+    def index_bits(self) -> int:
+        """Bits a stored codeword index takes: ``⌈log2(size)⌉``."""
+        return max(1, (self.size - 1).bit_length())
+
     @abstractmethod
     def encode(self, X, return_overload: bool = False):
         """Codes (int64, shape ``(N,)``) of the nearest codewords of the rows of ``X`` (N × d)."""

@@ -5,9 +5,10 @@ A layer quantized with a codebook (:func:`latticeq.nn.solvers.vq.vq_solve`) is s
 ==============  ===============================  ==============================================
 tensor          shape, dtype                     content
 ==============  ===============================  ==============================================
-``vq_codes``    (m, n/d, B) uint8                codeword indices of each row's blocks of ``d``
+``vq_codes``    (⌈m·(n/d)·b/8⌉,) uint8           codeword indices of each row's blocks of ``d``
                                                  columns (transformed basis, processing order),
-                                                 ``B = ⌈bits/8⌉`` little-endian bytes each
+                                                 row by row, ``b = ⌈log2 size⌉`` bits each,
+                                                 one little-endian bit stream
 ``vq_scales``   (m,) float16                     one scale per row
 ``vq_perm``     (n,) int16 (int32 if n ≥ 2^15)   processing order of the transformed columns
 ``vq_signs``    (⌈(m+n)/8⌉,) uint8               the randomized Hadamard transforms' signs,
@@ -22,8 +23,8 @@ and decodes to ``W = Uᵀ · Q[:, perm⁻¹] · V`` with ``Q = diag(scales) · d
 from the width by the same construction, whose factors ``config.json`` records and the loader
 checks). ``config.json``'s ``quantization_config``::
 
-    {"quant_method": "latticeq-vq", "checkpoint_format": "latticeq-vq", "format_version": 1,
-     "bits": B, "codebook": <Codebook.spec(): catalog name or the generator itself>,
+    {"quant_method": "latticeq-vq", "checkpoint_format": "latticeq-vq", "format_version": 2,
+     "bits": B, "index_bits": b, "codebook": <Codebook.spec(): catalog name or the generator itself>,
      "incoherence": true, "transform_factors": {"576": [72, 2, 2, 2], ...},
      "desc_act": true, "damp_percent": 0.01, "modules": [...]}
 
@@ -47,7 +48,9 @@ __all__ = ["VQ_FORMAT", "VQ_FORMAT_VERSION", "VQLayer", "VQLinear", "vq_layer_fr
            "install_vq_layers", "save_vq_checkpoint", "load_vq_checkpoint", "is_vq_checkpoint"]
 
 VQ_FORMAT = "latticeq-vq"
-VQ_FORMAT_VERSION = 1
+VQ_FORMAT_VERSION = 2
+#: versions this latticeq reads: 1 stored each index in ⌈b/8⌉ whole bytes, ``(m, n/d, B)``
+READABLE_VERSIONS = (1, 2)
 WEIGHTS_NAME = "model.safetensors"
 #: codebooks with at most this many codewords decode by table lookup in the forward pass
 TABLE_LIMIT = 2**16
@@ -74,14 +77,10 @@ class VQLayer:
     def shape(self) -> tuple[int, int]:
         return int(self.codes.shape[0]), int(self.codes.shape[1] * self.codebook.dim)
 
-    @property
-    def code_bytes(self) -> int:
-        return math.ceil(self.codebook.bits / 8)
-
     def stored_bits(self) -> int:
         """Every bit this layer's tensors take in a checkpoint (bias excluded)."""
         m, n = self.shape
-        bits = self.codes.size * 8 * self.code_bytes + 16 * m + (16 if n < 2**15 else 32) * n
+        bits = 8 * math.ceil(self.codes.size * self.codebook.index_bits / 8) + 16 * m + (16 if n < 2**15 else 32) * n
         if self.signs_out is not None:
             bits += 8 * math.ceil((m + n) / 8)
         return bits
@@ -264,13 +263,26 @@ def install_vq_layers(model, layers: dict, *, cache: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------- the file format
+def pack_indices(codes: np.ndarray, b: int) -> np.ndarray:
+    """Non-negative integers (< 2^b) as one little-endian bit stream of ``b`` bits each, uint8."""
+    c = np.ascontiguousarray(codes, dtype=np.uint64).reshape(-1)
+    bits = ((c[:, None] >> np.arange(b, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
+    return np.packbits(bits.reshape(-1), bitorder="little")
+
+
+def unpack_indices(stream: np.ndarray, count: int, b: int) -> np.ndarray:
+    """Inverse of :func:`pack_indices`: ``count`` integers (int64)."""
+    bits = np.unpackbits(stream, count=count * b, bitorder="little").reshape(count, b)
+    out = np.zeros(count, dtype=np.uint64)
+    for j in range(b):  # b ≤ 63 columns: vectorised over the codes
+        out |= bits[:, j].astype(np.uint64) << np.uint64(j)
+    return out.astype(np.int64)
+
+
 def _pack(q: VQLayer) -> dict:
     import torch
 
-    nb = q.code_bytes
-    c = q.codes.astype("<u8")
-    byts = c.view(np.uint8).reshape(*c.shape, 8)[..., :nb]
-    out = {"vq_codes": torch.from_numpy(np.ascontiguousarray(byts)),
+    out = {"vq_codes": torch.from_numpy(pack_indices(q.codes, q.codebook.index_bits)),
            "vq_scales": torch.from_numpy(np.ascontiguousarray(q.scales.astype(np.float16))),
            "vq_perm": torch.from_numpy(q.perm.astype(np.int16 if q.shape[1] < 2**15 else np.int32))}
     if q.signs_out is not None:
@@ -278,21 +290,31 @@ def _pack(q: VQLayer) -> dict:
     return out
 
 
-def _unpack(t: dict, prefix: str, codebook, m: int, n: int, incoherence: bool, transposed: bool, path) -> VQLayer:
+def _unpack(t: dict, prefix: str, codebook, m: int, n: int, incoherence: bool, transposed: bool, path,
+            version: int = VQ_FORMAT_VERSION) -> VQLayer:
     def need(key):
         if prefix + key not in t:
             raise ValueError(f"{path}: layer {prefix[:-1]!r} lacks its {key} tensor")
         return t[prefix + key].numpy()
 
     d = codebook.dim
-    nb = math.ceil(codebook.bits / 8)
-    byts = need("vq_codes")
-    if n % d or byts.dtype != np.uint8 or byts.shape != (m, n // d, nb):
-        raise ValueError(f"{path}: layer {prefix[:-1]!r} has codes {byts.dtype} {tuple(byts.shape)}, expected uint8 "
-                         f"{(m, n // d, nb)} for a {m}×{n} weight and {codebook.bits:g}-bit codewords of dimension {d}")
-    full = np.zeros((m, n // d, 8), dtype=np.uint8)
-    full[..., :nb] = byts
-    codes = full.view("<u8").reshape(m, n // d).astype(np.int64)
+    stored = need("vq_codes")
+    if version == 1:  # whole little-endian bytes per index
+        nb = math.ceil(codebook.bits / 8)
+        expected = (m, n // d, nb)
+    else:
+        b = codebook.index_bits
+        expected = (math.ceil(m * (n // d) * b / 8),)
+    if n % d or stored.dtype != np.uint8 or stored.shape != expected:
+        raise ValueError(f"{path}: layer {prefix[:-1]!r} has codes {stored.dtype} {tuple(stored.shape)}, expected uint8 "
+                         f"{expected} for a {m}×{n} weight and {codebook.bits:g}-bit codewords of dimension {d} "
+                         f"(format version {version})")
+    if version == 1:
+        full = np.zeros((m, n // d, 8), dtype=np.uint8)
+        full[..., :nb] = stored
+        codes = full.view("<u8").reshape(m, n // d).astype(np.int64)
+    else:
+        codes = unpack_indices(stored, m * (n // d), b).reshape(m, n // d)
     if codes.size and codes.max() >= codebook.size:
         raise ValueError(f"{path}: layer {prefix[:-1]!r} has codes beyond the codebook's {codebook.size} codewords")
     scales = need("vq_scales")
@@ -353,7 +375,8 @@ def save_vq_checkpoint(model, layers: dict, out, *, bits: int, incoherence: bool
     for k, v in state.items():
         tensors[k] = v.detach().to("cpu").contiguous()
     qconfig = {"quant_method": VQ_FORMAT, "checkpoint_format": VQ_FORMAT, "format_version": VQ_FORMAT_VERSION,
-               "bits": int(bits), "codebook": next(iter(layers.values())).codebook.spec(),
+               "bits": int(bits), "index_bits": next(iter(layers.values())).codebook.index_bits,
+               "codebook": next(iter(layers.values())).codebook.spec(),
                "incoherence": bool(incoherence), "transform_factors": factors, "desc_act": bool(desc_act),
                "damp_percent": float(damp_percent), "modules": sorted(layers),
                "transposed": sorted(k for k, q in layers.items() if q.transposed)}
@@ -371,9 +394,9 @@ def _read_vq_config(folder: Path) -> dict:
     qc = _read_json_file(cfg_path).get("quantization_config")
     if not isinstance(qc, dict) or qc.get("quant_method") != VQ_FORMAT:
         raise ValueError(f"{str(cfg_path)!r} does not describe a {VQ_FORMAT} checkpoint")
-    if qc.get("format_version") != VQ_FORMAT_VERSION:
+    if qc.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"{str(cfg_path)!r}: {VQ_FORMAT} format version {qc.get('format_version')!r} is not known "
-                         f"to this latticeq (known: {VQ_FORMAT_VERSION})")
+                         f"to this latticeq (known: {', '.join(map(str, READABLE_VERSIONS))})")
     for key in ("bits", "codebook", "incoherence", "modules"):
         if key not in qc:
             raise ValueError(f"{str(cfg_path)!r}: quantization_config lacks {key!r}")
@@ -381,6 +404,9 @@ def _read_vq_config(folder: Path) -> dict:
         codebook = codebook_from_spec(qc["codebook"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{str(cfg_path)!r}: unknown or invalid codebook ({exc})") from None
+    if "index_bits" in qc and qc["index_bits"] != codebook.index_bits:
+        raise ValueError(f"{str(cfg_path)!r}: index_bits {qc['index_bits']!r} does not match the codebook's "
+                         f"{codebook.index_bits} ({codebook.size} codewords)")
     for width, fac in (qc.get("transform_factors") or {}).items():
         if list(_hadamard_plan(int(width)) or ()) != list(fac):
             raise ValueError(f"{str(cfg_path)!r}: the Hadamard matrix of order {width} was built from factors {fac}, "
@@ -404,7 +430,7 @@ def read_vq_layers(folder, model, tensors=None) -> dict:
         transposed = _is_conv1d(mod)
         m, n = mod.weight.shape[::-1] if transposed else mod.weight.shape
         out[name] = _unpack(tensors, name + ".", qc["codebook_obj"], int(m), int(n), bool(qc["incoherence"]),
-                            transposed, str(folder / WEIGHTS_NAME))
+                            transposed, str(folder / WEIGHTS_NAME), version=int(qc["format_version"]))
     return out
 
 
