@@ -78,3 +78,32 @@ def test_smollm2_loads_and_runs():
         logits = model(ids).logits
     assert logits.shape == (1, ids.shape[1], 49152)
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_gguf_is_converted_once_into_an_identical_float_folder(tmp_path):
+    """The first load of a GGUF source writes the dequantized model and tokenizer to the cache
+    (with the file's SHA-256); later loads read that folder; its weights equal transformers'
+    own GGUF load exactly; a broken cache folder is rebuilt, never used."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = lm.resolve_model("smollm2")
+    folder = lm.float_folder(src, cache_dir=tmp_path)
+    prov = json.loads((folder / "latticeq_source.json").read_text())
+    assert prov["source"].endswith(src.gguf_file) and len(prov["sha256"]) == 64
+    assert prov["sha256"][:16] in folder.name
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert lm.float_folder(src, cache_dir=tmp_path) == folder  # reused, not rewritten
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folders left
+    direct = AutoModelForCausalLM.from_pretrained(src.location, gguf_file=src.gguf_file)
+    cached = AutoModelForCausalLM.from_pretrained(folder)
+    a, b = direct.state_dict(), cached.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    text = "It is a truth universally acknowledged, that a single man"
+    assert (AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
+            == AutoTokenizer.from_pretrained(src.location, gguf_file=src.gguf_file)(text)["input_ids"])
+    (folder / "latticeq_source.json").unlink()  # an unfinished folder: rebuilt
+    assert lm.float_folder(src, cache_dir=tmp_path) == folder and (folder / "latticeq_source.json").is_file()

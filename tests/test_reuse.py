@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from latticeq.nn import pipeline as pl  # noqa: E402
-from latticeq.nn.reuse import OutputReuse  # noqa: E402
+from latticeq.nn.reuse import OutputReuse, trace_block  # noqa: E402
 from model_helpers import tiny_gemma, tiny_gpt2, tiny_llama, tiny_opt  # noqa: E402
 
 
@@ -18,10 +18,14 @@ class _CountProducts(torch.overrides.TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self.n = 0
+        self.attention = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in (torch.nn.functional.linear, torch.addmm):
             self.n += 1
+        if func is torch.nn.functional.scaled_dot_product_attention or func is torch.softmax \
+                or func is torch.nn.functional.softmax:
+            self.attention += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -39,7 +43,7 @@ def test_same_codes_with_a_third_of_the_products(make, per_batch_naive):
         m = make(seed=1)
         with _CountProducts() as c:
             res = pl.quantize_model(m, w, opts, batch_size=4, progress=False, reuse_outputs=reuse)
-        counts[reuse], results[reuse] = c.n, (m, res)
+        counts[reuse], results[reuse] = (c.n, c.attention), (m, res)
     (m0, r0), (m1, r1) = results[False], results[True]
     assert set(r0.layers) == set(r1.layers)
     for k in r0.layers:
@@ -48,11 +52,14 @@ def test_same_codes_with_a_third_of_the_products(make, per_batch_naive):
         assert torch.equal(m0(w[:2]).logits, m1(w[:2]).logits)
     n_lin = len(pl.find_linears(pl.find_blocks(m0)[1][0]))
     batches, blocks = 2, 2
-    traced = blocks * n_lin  # the group-finding trace, one batch
+    traced = blocks * n_lin  # the trace (groups, dependencies): one forward on one batch
     # the naive forwards: 0 + 3 + 4 + 6 + 7 products per batch for Llama (groups qkv, o, gate/up, down)
-    assert counts[False] == traced + blocks * batches * per_batch_naive
-    # with reuse every layer's product is computed once per batch, plus reuse's own trace
-    assert counts[True] == 2 * traced + blocks * batches * n_lin
+    assert counts[False][0] == traced + blocks * batches * per_batch_naive
+    # with reuse every layer's product is computed once per batch
+    assert counts[True][0] == traced + blocks * batches * n_lin
+    # and attention once per batch (the trace's, then the o-group's forward), not in four forwards
+    assert counts[False][1] == blocks * (1 + 4 * batches)
+    assert counts[True][1] == blocks * (1 + batches)
 
 
 def test_in_place_changes_and_unfrozen_layers_are_recomputed():
@@ -71,7 +78,7 @@ def test_in_place_changes_and_unfrozen_layers_are_recomputed():
     block = Block()
     x = torch.randn(3, 4)
     mods = {"a": block.a, "b": block.b}
-    reuse = OutputReuse(block, mods, lambda: block(x))
+    reuse = OutputReuse(block, mods, trace_block(block, mods, lambda: block(x)))
     with torch.no_grad(), reuse:
         reuse.start(0)
         block(x)

