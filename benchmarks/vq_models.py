@@ -19,7 +19,8 @@ best scalar record at the same or more bits per weight that has per-window score
 time and peak memory. Below the table: the checkpoint's size on disk against the float model's
 (fp16) and CPU tokens/s of the loaded checkpoint against the dequantized float model, same run.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/vq_models.py [--runs e8p:2,voronoi:E8:3] [--table-only]``.
+Run: ``nice -n 10 .venv/bin/python benchmarks/vq_models.py [--runs e8p:2,voronoi:E8:3] [--table-only]
+[--redo]``.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated codebook:bits entries")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--redo", action="store_true",
+                    help="quantize the --runs again although their records exist (after a pipeline or format "
+                         "change); each record is replaced when its new run finishes")
     args = ap.parse_args(argv)
     import torch
 
@@ -130,9 +134,13 @@ def main(argv=None) -> None:
     if not args.table_only:
         for cb, bits in runs:
             path = _record_path(cb, bits)
-            if path.exists():
-                continue
             out = CACHE / f"smollm2-{bits}b-{_slug(cb)}"
+            if path.exists():
+                if not args.redo:
+                    continue
+                if (out / "config.json").exists() and json.loads((out / RECORD_NAME).read_text()).get(
+                        "created") == json.loads(path.read_text()).get("created"):
+                    shutil.rmtree(out)  # the checkpoint of the record being redone
             resume = (out / ".latticeq-state").is_dir() and not (out / "config.json").exists()
             if (out / "config.json").exists():
                 rec = json.loads((out / RECORD_NAME).read_text())

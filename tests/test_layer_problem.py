@@ -164,3 +164,29 @@ def test_weight_space_problem_is_the_identity_hessian():
         assert torch.equal(sa.codes, sb.codes) and sa.error == pytest.approx(sb.error)
     with pytest.raises(ValueError, match="NaN"):
         LayerProblem(torch.full((2, 3), float("nan")), None)
+
+
+@pytest.mark.parametrize("method, grid, act", [("gptq", Grid(3, group_size=32), True), ("gptq", Grid(4), False),
+                                               ("babai", Grid(3, group_size=32), True),
+                                               ("gptq+refine+refit", Grid(3, group_size=32, mse=True), True)])
+def test_layers_sharing_one_hessian_solve_exactly_as_alone(method, grid, act):
+    """with_weights shares H's checks and factorizations between layers of one group: every
+    layer's solution equals the one of its own, freshly built problem, whichever comes first."""
+    from latticeq.nn.solvers import solve
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(300, 80, generator=g, dtype=torch.float64)
+    X[:, 5] = 0  # a dead column
+    H = 2 * X.T @ X / 300
+    Ws = [torch.randn(m, 80, generator=g, dtype=torch.float64) for m in (24, 8, 40)]
+    first = LayerProblem(Ws[0], H)
+    shared = [first] + [first.with_weights(W) for W in Ws[1:]]
+    for P, W in zip(shared, Ws):
+        a = solve(P, grid, method, act_order=act)
+        b = solve(LayerProblem(W, H), grid, method, act_order=act)
+        assert torch.equal(a.codes, b.codes) and a.error == b.error
+    assert len(first._factors) == 1 and shared[2]._factors is first._factors  # factored once
+    with pytest.raises(ValueError, match="m × 80"):
+        first.with_weights(torch.zeros(4, 79, dtype=torch.float64))
+    with pytest.raises(ValueError, match="NaN"):
+        first.with_weights(torch.full((4, 80), float("nan"), dtype=torch.float64))

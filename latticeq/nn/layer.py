@@ -119,6 +119,9 @@ class LayerProblem:
     dead: torch.Tensor = field(init=False, repr=False)
     identity: bool = field(init=False, repr=False, default=False)
     _baseline: float | None = field(init=False, repr=False, default=None)
+    #: factorizations of the damped H by (order, percdamp, dtype, device), filled by the solvers'
+    #: ``prepare`` and shared by :meth:`with_weights` problems
+    _factors: dict = field(init=False, repr=False, default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         W = _as_tensor(self.W, "W")
@@ -174,6 +177,22 @@ class LayerProblem:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.W.shape)
+
+    def with_weights(self, W) -> "LayerProblem":
+        """The problem of other weights ``W`` (m' × n) with the same ``H``: layers that read the
+        same input (Llama's q, k, v) share one validated ``H`` and its factorizations instead
+        of checking and factoring it once per layer."""
+        import copy
+
+        W = _as_tensor(W, "W")
+        if W.ndim != 2 or W.shape[1] != self.W.shape[1] or not W.is_floating_point():
+            raise ValueError(f"W must be a floating-point m × {self.W.shape[1]} matrix, got "
+                             f"{W.dtype} {tuple(W.shape)}")
+        if not torch.isfinite(W).all():
+            raise ValueError("W contains NaN or infinite values")
+        new = copy.copy(self)  # H, dead and the factorization cache are shared
+        new.W, new._baseline = W, None
+        return new
 
     def _err(self, Q) -> torch.Tensor:
         Q = _as_tensor(Q, "Q")

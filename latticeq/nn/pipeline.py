@@ -562,13 +562,15 @@ def quantize_model(
                             H = _group_hessian(block, mods[group[0]], hidden, calls, reuse)
                         else:  # weight-space error: H = I (LayerProblem's identity)
                             H = None
+                        shared = None  # the group's LayerProblem: one H, checked and factored once
                         for name in group:
                             mod = mods[name]
                             bar.update(task, description=f"block {bi + 1}/{len(blocks)} {name}")
                             tl = time.perf_counter()
                             W = _get_weight(mod).to(torch.float32)
                             if codebook is None:
-                                sol, codes, g_idx = solve_layer(W, H, grid, options)
+                                shared = shared.with_weights(W) if shared is not None else _layer_problem(W, H)[0]
+                                sol, codes, g_idx = solve_layer(W, H, grid, options, problem=shared)
                                 q = quantized_layer(codes, sol.scales, sol.zeros, g_idx, options.bits,
                                                     transposed=_is_conv1d(mod))
                             else:
@@ -648,12 +650,15 @@ def check_model(model, options: QuantizeOptions):
     return blocks_name, blocks
 
 
-def solve_layer(W, H, grid, options):
+def solve_layer(W, H, grid, options, *, problem=None):
     """Solve one layer; a group size that does not divide ``n`` works as in GPTQ (⌈n/g⌉ groups,
-    the last one smaller), handled by the grid and the solvers themselves."""
+    the last one smaller), handled by the grid and the solvers themselves. ``problem``: the
+    layer's :class:`~latticeq.nn.layer.LayerProblem` if the caller has it (made by
+    ``with_weights`` from an earlier layer of the same group, sharing H's factorizations)."""
     from latticeq.nn.solvers import solve
 
-    problem, _ = _layer_problem(W, H)
+    if problem is None:
+        problem, _ = _layer_problem(W, H)
     kw = dict(method=options.method, act_order=options.act_order, percdamp=options.percdamp,
               seed=options.seed, **options.solver_options)
     try:

@@ -104,8 +104,32 @@ def prepare(problem: LayerProblem, grid: Grid, *, order: str = "natural", percda
     W[:, dead] = 0
     if not percdamp >= 0:
         raise ValueError(f"percdamp must be ≥ 0, got {percdamp!r}")
-    H = problem.H.to(device=device, dtype=dtype).clone()
-    H[dead, dead] = 1
+    key = (order, float(percdamp), dtype, str(device), bool(factor))
+    cached = problem._factors.get(key)
+    if cached is not None:  # another layer with the same H (LayerProblem.with_weights)
+        perm, Hp, lam, B, R = cached
+    else:
+        H = problem.H.to(device=device, dtype=dtype).clone()
+        H[dead, dead] = 1
+        perm, Hp, lam, B, R = _factor(H, order, percdamp, factor)
+        problem._factors[key] = (perm, Hp, lam, B, R)
+    Wp = W[:, perm].contiguous()
+    dynamic = grid.group_size is not None and not grid.static_groups
+    S = torch.zeros(m, n, dtype=dtype, device=device)
+    Z = torch.zeros(m, n, dtype=dtype, device=device)
+    if not dynamic:
+        # as published: per-channel parameters from the weights before dead columns are
+        # zeroed, static groups after (GPTQ.fasterquant)
+        s, z = grid.static_params(problem.W.to(dtype) if grid.group_size is None else W)
+        gidx = torch.zeros(n, dtype=torch.long, device=device) if grid.group_size is None else torch.arange(n, device=device) // grid.group_size
+        S = s[:, gidx][:, perm].contiguous()
+        Z = z[:, gidx][:, perm].contiguous()
+    return Prepared(W=Wp, Hd=Hp, R=R, B=B, perm=perm, lam=lam, S=S, Z=Z, dynamic=dynamic, grid=grid, W0=W)
+
+
+def _factor(H, order: str, percdamp: float, factor: bool):
+    """Column order, damped ``H`` in that order, ``λ``, and (if ``factor``) ``B`` and ``R``."""
+    n, dtype, device = H.shape[0], H.dtype, H.device
     if order == "natural":
         perm = torch.arange(n, device=device)
     elif order == "act":
@@ -134,19 +158,7 @@ def prepare(problem: LayerProblem, grid: Grid, *, order: str = "natural", percda
             raise ValueError(f"Cholesky of the damped Hessian failed up to percdamp = {p / 10:g}; H is numerically singular")
         B = Lrev.flip(0, 1)
         R = _upper_inverse(B)
-    Hp = Hp + lam * eye
-    Wp = W[:, perm].contiguous()
-    dynamic = grid.group_size is not None and not grid.static_groups
-    S = torch.zeros(m, n, dtype=dtype, device=device)
-    Z = torch.zeros(m, n, dtype=dtype, device=device)
-    if not dynamic:
-        # as published: per-channel parameters from the weights before dead columns are
-        # zeroed, static groups after (GPTQ.fasterquant)
-        s, z = grid.static_params(problem.W.to(dtype) if grid.group_size is None else W)
-        gidx = torch.zeros(n, dtype=torch.long, device=device) if grid.group_size is None else torch.arange(n, device=device) // grid.group_size
-        S = s[:, gidx][:, perm].contiguous()
-        Z = z[:, gidx][:, perm].contiguous()
-    return Prepared(W=Wp, Hd=Hp, R=R, B=B, perm=perm, lam=lam, S=S, Z=Z, dynamic=dynamic, grid=grid, W0=W)
+    return perm, Hp + lam * eye, lam, B, R
 
 
 def _upper_inverse(B: torch.Tensor) -> torch.Tensor:
