@@ -131,7 +131,9 @@ def main(argv=None) -> None:
             print(f"{path.name}: ppl {pr.perplexity:.3f}, quant {res.quant_time_s:.0f} s", flush=True)
             del net
 
-    recs = [r for r in read_records(sorted(RESULTS.glob("smollm2-*.json"))) if r["model"] == "smollm2"]
+    # scalar-grid runs only: lattice-codebook records (``codebook``) are benchmarks/vq_models.md's
+    recs = [r for r in read_records(sorted(RESULTS.glob("smollm2-*.json")))
+            if r["model"] == "smollm2" and not r.get("codebook")]
     cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
 
     def table_of(rs):
@@ -154,7 +156,7 @@ def main(argv=None) -> None:
                   f"A check that the {PREFIX}-window prefix ranks the methods as the longer text does.\n\n"
                   + table_of([r for r in recs if nev(r) == k]))
     if other:
-        table += (f"\n## Earlier runs with other calibration sizes\n\nEach compared with GPTQ at the same calibration "
+        table += ("\n## Earlier runs with other calibration sizes\n\nEach compared with GPTQ at the same calibration "
                   f"size; the float baseline is the row above.\n\n" + table_of(other))
     md = ROOT / "benchmarks" / "models.md"
     header = (
@@ -176,8 +178,45 @@ def main(argv=None) -> None:
                for b, g, m, a, e in DEFAULT_RUNS if _name(b, g, m, a, args.nsamples, e) not in done]
     footer = ("\nNot run yet (the session's CPU budget on the shared machine ran out; the script "
               "resumes them): " + "; ".join(missing) + ".\n") if missing else ""
-    atomic_write_text(md, header + table + footer)
+    if any("group_refresh" not in r and r.get("group_size") for r in recs):
+        header = header.replace("\n\n", "\n\n" + OLD_REFRESH_NOTE + "\n\n", 1)
+    atomic_write_text(md, header + table + footer + _speed_section())
     print(table)
+
+
+#: the label of g128 records made before the published group refresh (they lack ``group_refresh``)
+OLD_REFRESH_NOTE = (
+    "> **Made before GPTQ's published group refresh** (issue 15): the g128 rows zero-padded the last, 64-wide "
+    "group of the 576-wide layers (damping slightly above the reference's; the refresh rules agree at g128), and "
+    "Hessians were accumulated with a full xᵀx product (now BLAS syrk on one triangle: the same matrix up to "
+    "float32 rounding). A rerun of `benchmarks/models.py` uses the published algorithm.")
+
+
+def _speed_section(top: int = 6) -> str:
+    """Where the time goes, from ``benchmarks/pipeline_speed.md`` (its targets table and the
+    GPTQ profile's top entries, after and before)."""
+    path = ROOT / "benchmarks" / "pipeline_speed.md"
+    if not path.is_file():
+        return ""
+    lines = path.read_text().splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+
+    def top_of(start: int) -> list[str]:
+        for i in range(start, len(lines)):
+            if lines[i].startswith("#") and "gptq" in lines[i] and "Top" in lines[i]:
+                j = lines.index("```", i)
+                return lines[j + 2 : j + 2 + top]  # past the fence and the total line
+        return []
+
+    before_at = lines.index("# Before") if "# Before" in lines else len(lines)
+    after, before = top_of(0)[: top] if before_at else [], top_of(before_at)
+    out = ["", "## Where the time goes (`benchmarks/pipeline_speed.py` → `benchmarks/pipeline_speed.md`)", "",
+           lines[2] if len(lines) > 2 else "", "", *table, ""]
+    for title, rows in (("after", after), ("before", before)):
+        if rows:
+            out += [f"GPTQ (3-bit g128 act-order) under cProfile, top {top} by own time, {title}:", "", "```", *rows,
+                    "```", ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

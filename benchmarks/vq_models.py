@@ -135,6 +135,7 @@ def main(argv=None) -> None:
         for cb, bits in runs:
             path = _record_path(cb, bits)
             out = CACHE / f"smollm2-{bits}b-{_slug(cb)}"
+            CACHE.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
             if path.exists():
                 if not args.redo:
                     continue
