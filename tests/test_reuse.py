@@ -96,3 +96,16 @@ def test_in_place_changes_and_unfrozen_layers_are_recomputed():
         reuse.start(0)
         assert torch.equal(block(x), block.b.bias.expand(3, 4))
     assert "forward" not in block.a.__dict__  # wrappers removed on exit
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_lattice_coded_layers_replaced_mid_block_are_reused_as_they_are_now(make):
+    """A codebook run replaces each nn.Linear by a VQLinear when it is quantized: later
+    forwards (and a tail module computed from its last layer's kept input) must use the new
+    module, so the codes equal those of the run without reuse."""
+    w = _windows(8, 24)
+    opts = pl.QuantizeOptions(bits=2, act_order=True, codebook="e8p")
+    res = [pl.quantize_model(make(seed=2), w, opts, batch_size=4, progress=False, reuse_outputs=r)
+           for r in (False, True)]
+    for k in res[0].layers:
+        np.testing.assert_array_equal(res[0].layers[k].codes, res[1].layers[k].codes)

@@ -130,7 +130,7 @@ class OutputReuse:
 
     def __init__(self, block, linears: dict, trace: BlockTrace, enabled: bool = True):
         self.block = block
-        self.linears = linears
+        self.linears = dict(linears)  # name -> the module now in the block (see freeze)
         self.trace = trace
         self.enabled = enabled
         self.frozen: set[str] = set()
@@ -174,8 +174,17 @@ class OutputReuse:
         self._calls.clear()
 
     def freeze(self, name: str) -> None:
-        """Layer ``name`` has its final (quantized) weight for the rest of the block."""
+        """Layer ``name`` has its final (quantized) weight for the rest of the block. If the
+        quantizer replaced the module (a lattice-coded ``VQLinear`` for an ``nn.Linear``), the
+        new module is the one wrapped and called from now on."""
         self.frozen.add(name)
+        if not self.enabled:
+            return
+        current = self.block.get_submodule(name)
+        if current is not self.linears.get(name):
+            self.linears[name] = current
+            current.forward = self._wrap(name, current.forward)
+            self._wrapped.append(current)
 
     def _keep_input(self, lin):
         def hook(mod, inputs):
