@@ -120,8 +120,8 @@ def main(argv=None) -> None:
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--redo", action="store_true",
-                    help="quantize the --runs again although their records exist (after a pipeline or format "
-                         "change); each record is replaced when its new run finishes")
+                    help="quantize the --runs again from scratch although their records exist (after a pipeline "
+                         "or format change); each record is replaced when its new run finishes")
     args = ap.parse_args(argv)
     import torch
 
@@ -136,12 +136,10 @@ def main(argv=None) -> None:
             path = _record_path(cb, bits)
             out = CACHE / f"smollm2-{bits}b-{_slug(cb)}"
             CACHE.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
-            if path.exists():
-                if not args.redo:
-                    continue
-                if (out / "config.json").exists() and json.loads((out / RECORD_NAME).read_text()).get(
-                        "created") == json.loads(path.read_text()).get("created"):
-                    shutil.rmtree(out)  # the checkpoint of the record being redone
+            if path.exists() and not args.redo:
+                continue
+            if args.redo and out.exists():
+                shutil.rmtree(out)  # from scratch: an earlier checkpoint or state may predate the change
             resume = (out / ".latticeq-state").is_dir() and not (out / "config.json").exists()
             if (out / "config.json").exists():
                 rec = json.loads((out / RECORD_NAME).read_text())
