@@ -109,3 +109,21 @@ def test_lattice_coded_layers_replaced_mid_block_are_reused_as_they_are_now(make
            for r in (False, True)]
     for k in res[0].layers:
         np.testing.assert_array_equal(res[0].layers[k].codes, res[1].layers[k].codes)
+
+
+def test_cli_no_reuse_writes_the_same_checkpoint(tmp_path):
+    from click.testing import CliRunner
+
+    from latticeq.cli import main
+    from model_helpers import tiny_model_folder
+
+    d = tiny_model_folder(tmp_path)
+    outs = []
+    for extra in ([], ["--no-reuse"]):
+        out = tmp_path / f"q{len(outs)}"
+        r = CliRunner().invoke(main, ["quantize", str(d / "model"), "--bits", "3", "--group-size", "32", "--act-order",
+                                      "--calib", str(d / "calib.txt"), "--nsamples", "4", "--seqlen", "32",
+                                      "--out", str(out), "--no-progress", *extra])
+        assert r.exit_code == 0, r.output
+        outs.append((out / "model.safetensors").read_bytes())
+    assert outs[0] == outs[1]

@@ -46,9 +46,12 @@ def _methods_help() -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out after its last finished block.")
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-reuse", is_flag=True,
+              help="Recompute every forward in full instead of keeping the results of a block's finished parts: "
+                   "the same codes, about 3x the forward work, less memory.")
 def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method, codebook, no_incoherence, calib,
              nsamples, seqlen, seed, device, eval_text, eval_windows, damp, checkpoint_format, out, resume, force,
-             no_progress):
+             no_progress, no_reuse):
     """Quantize MODEL (smollm2, a .gguf file, a model folder or a hub id) into a GPTQ checkpoint, or with
     a lattice --codebook into a latticeq-vq checkpoint."""
     from latticeq.nn.pipeline import quantize_to_checkpoint
@@ -67,6 +70,7 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
             eval_text=eval_text, eval_windows=eval_windows, percdamp=damp,
             checkpoint_format=checkpoint_format, resume=resume, force=force, progress=not no_progress,
             group_refresh=group_refresh, codebook=codebook, incoherence=not no_incoherence,
+            reuse_outputs=not no_reuse,
         )
     except _USER_ERRORS as exc:
         fail(str(exc))

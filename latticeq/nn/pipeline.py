@@ -818,6 +818,7 @@ def quantize_to_checkpoint(
     group_refresh: str = "published",
     codebook: str = "scalar",
     incoherence: bool = True,
+    reuse_outputs: bool = True,
 ) -> dict:
     """Load a model, quantize it sequentially, optionally evaluate, save a GPTQ checkpoint
     (scalar grid) or a ``latticeq-vq`` checkpoint (vector ``codebook``: ``e8p``,
@@ -874,7 +875,8 @@ def quantize_to_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     info = {"model": source.name, "calibration": describe_calibration(calib)}
     result = quantize_model(net, windows, options, device=device, batch_size=batch_size,
-                            state_dir=state_dir, resume=resume, progress=progress, run_info=info)
+                            state_dir=state_dir, resume=resume, progress=progress, run_info=info,
+                            reuse_outputs=reuse_outputs)
     ppl = ev = None
     if eval_text is not None:
         text = None if eval_text == "default" else eval_text
