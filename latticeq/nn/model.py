@@ -16,6 +16,7 @@ Anything else raises ``FileNotFoundError`` or ``ValueError`` naming what was tri
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
@@ -205,6 +206,13 @@ def load_model(spec, device: str = "cpu", dtype=None):
 
 
 def _sha256(path: Path) -> str:
+    """SHA-256 of a file, read once per process for a given size and modification time."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size, mtime: the cache key
     import hashlib
 
     h = hashlib.sha256()

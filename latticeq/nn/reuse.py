@@ -70,19 +70,18 @@ def trace_block(block, linears: dict, forward) -> BlockTrace:
     tails: dict[str, tuple] = {}
     handles = []
 
-    def pre(name):
+    def pre(name):  # on the linear layers: call order and shared inputs
         def hook(mod, inputs):
-            if name in linears:
-                x = inputs[0]
-                if name not in called:
-                    called.append(name)
-                for t, names in seen:
-                    if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape and t.stride() == x.stride()):
-                        if name not in names:
-                            names.append(name)
-                        break
-                else:
-                    seen.append((x, [name]))
+            x = inputs[0]
+            if name not in called:
+                called.append(name)
+            for t, names in seen:
+                if t is x or (t.data_ptr() == x.data_ptr() and t.shape == x.shape and t.stride() == x.stride()):
+                    if name not in names:
+                        names.append(name)
+                    break
+            else:
+                seen.append((x, [name]))
         return hook
 
     def post(name):
@@ -101,8 +100,9 @@ def trace_block(block, linears: dict, forward) -> BlockTrace:
                 tails[name] = (inner[-1], 0 if isinstance(out, torch.Tensor) else len(out))
         return hook
 
-    for name, mod in mods.items():
+    for name, mod in linears.items():
         handles.append(mod.register_forward_pre_hook(pre(name)))
+    for name, mod in mods.items():
         handles.append(mod.register_forward_hook(post(name)))
     try:
         with torch.no_grad():
