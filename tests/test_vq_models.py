@@ -87,6 +87,10 @@ def test_index_packing_round_trips_every_width():
             np.testing.assert_array_equal(unpack_indices(stream, count, b), c)
     # the bit order is little-endian within and across bytes: 12-bit 0xABC, 0x123 -> BC 3A 12
     np.testing.assert_array_equal(pack_indices(np.array([0xABC, 0x123]), 12), [0xBC, 0x3A, 0x12])
+    with pytest.raises(ValueError, match=r"\[0, 2\^12\)"):
+        pack_indices(np.array([4096]), 12)
+    with pytest.raises(ValueError, match="1 to 63"):
+        pack_indices(np.array([1]), 64)
 
 
 def test_codes_are_stored_in_exactly_their_bits_and_version_1_still_loads(tmp_path):

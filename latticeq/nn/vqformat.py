@@ -265,7 +265,12 @@ def install_vq_layers(model, layers: dict, *, cache: bool = False) -> None:
 # ---------------------------------------------------------------------------- the file format
 def pack_indices(codes: np.ndarray, b: int) -> np.ndarray:
     """Non-negative integers (< 2^b) as one little-endian bit stream of ``b`` bits each, uint8."""
-    c = np.ascontiguousarray(codes, dtype=np.uint64).reshape(-1)
+    c = np.asarray(codes).reshape(-1)
+    if not 1 <= b <= 63:
+        raise ValueError(f"index width must be 1 to 63 bits, got {b!r}")
+    if c.size and (c.min() < 0 or int(c.max()) >> b):
+        raise ValueError(f"codeword indices must lie in [0, 2^{b}); got {int(c.min())} … {int(c.max())}")
+    c = np.ascontiguousarray(c, dtype=np.uint64)
     bits = ((c[:, None] >> np.arange(b, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
     return np.packbits(bits.reshape(-1), bitorder="little")
 
