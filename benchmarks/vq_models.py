@@ -50,8 +50,9 @@ def _slug(codebook: str) -> str:
     return codebook.replace(":", "-").replace("/", "_").replace(".json", "")
 
 
-def _record_path(codebook, bits):
-    return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}-n128-w327.json"
+def _record_path(codebook, bits, method="gptq"):
+    tag = "" if method == "gptq" else "-" + method.replace("gptq+", "").replace("+", "-")
+    return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}-n128-w327.json"
 
 
 def _bpw_scalar(rec) -> float:
@@ -119,6 +120,8 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated codebook:bits entries")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--method", default="gptq", choices=("gptq", "gptq+refine"),
+                    help="block Babai, or block Babai + block coordinate descent (records named …-refine-…)")
     ap.add_argument("--redo", action="store_true",
                     help="quantize the --runs again from scratch although their records exist (after a pipeline "
                          "or format change); each record is replaced when its new run finishes")
@@ -133,8 +136,8 @@ def main(argv=None) -> None:
     runs = [_split(r) for r in args.runs.split(",") if r]
     if not args.table_only:
         for cb, bits in runs:
-            path = _record_path(cb, bits)
-            out = CACHE / f"smollm2-{bits}b-{_slug(cb)}"
+            path = _record_path(cb, bits, args.method)
+            out = CACHE / path.stem.replace("-vq-", "-").replace("-n128-w327", "")
             CACHE.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
             if path.exists() and not args.redo:
                 continue
@@ -145,7 +148,8 @@ def main(argv=None) -> None:
                 rec = json.loads((out / RECORD_NAME).read_text())
             else:
                 print(f"quantizing: {cb} at {bits} bits -> {out}", flush=True)
-                rec = quantize_to_checkpoint("smollm2", out, bits=bits, codebook=cb, act_order=True, nsamples=128,
+                rec = quantize_to_checkpoint("smollm2", out, bits=bits, codebook=cb, method=args.method,
+                                             act_order=True, nsamples=128,
                                              seqlen=512, seed=0, eval_text="default", resume=resume,
                                              force=not resume and out.exists(), progress=True)
             write_record(rec, path)
@@ -199,7 +203,8 @@ def main(argv=None) -> None:
         ref_label = "—" if ref is None else (f"{ref['bits']}-bit {'g' + str(ref['group_size']) if ref.get('group_size') else 'per-channel'} "
                                              f"{ref['method']}{' mse' if ref.get('mse') else ''} ({_bpw_scalar(ref):.2f} bpw, "
                                              f"book {_ppl(ref, 327) or float('nan'):.2f})")
-        lines.append(f"| {_codebook_label(r['codebook'])} | {r['bits']} | {bpw:.3f} | "
+        label = _codebook_label(r["codebook"]) + (" + block descent" if r["method"] == "gptq+refine" else "")
+        lines.append(f"| {label} | {r['bits']} | {bpw:.3f} | "
                      f"{'—' if pp is None else f'{pp:.2f}'} | {'—' if pb is None else f'{pb:.2f}'} | {cells[0]} | "
                      f"{cells[1]} | {ref_label} | {r['quant_time_s']:.0f} | {r['peak_memory_bytes'] / 2**30:.1f} |")
     lines.append("")

@@ -11,7 +11,7 @@ from latticeq.lattice.codebook import ScalarCode, VoronoiCode, codebook_from_spe
 from latticeq.nn.grid import Grid
 from latticeq.nn.solvers import solve
 from latticeq.nn.solvers._base import prepare
-from latticeq.nn.solvers.vq import block_feedback, vq_solve
+from latticeq.nn.solvers.vq import block_descent, block_feedback, vq_refine_passes, vq_solve
 from test_layer_solvers import _problem
 
 
@@ -134,3 +134,70 @@ def test_vq_solve_reports_a_consistent_solution():
         assert (sol.transforms is not None) == inc
     with pytest.raises(ValueError, match="not a multiple of the codebook dimension 8"):
         vq_solve(_problem(m=4, n=12, seed=1), C)
+
+
+def test_block_descent_with_a_scalar_hessian_is_the_nearest_codeword_of_every_block():
+    """With H = c·I the rows' objectives separate over blocks and every block's exact optimum
+    is the Euclidean-nearest codeword of w_b / s: one pass from any start reaches it (brute
+    force over all codewords), and a second pass moves nothing."""
+    C = VoronoiCode(catalog.get("D4"), 2)
+    g = torch.Generator().manual_seed(3)
+    m, n = 7, 16
+    W = torch.randn(m, n, generator=g, dtype=torch.float64)
+    H = 2.5 * torch.eye(n, dtype=torch.float64)
+    s = torch.rand(m, generator=g, dtype=torch.float64) + 0.5
+    codes = np.random.default_rng(0).integers(0, C.size, size=(m, n // 4))
+    Q = s[:, None] * torch.from_numpy(C.decode(codes).reshape(m, n))
+    table = C.codewords()
+    t = (W / s[:, None]).numpy().reshape(m, n // 4, 4)
+    best = ((t[:, :, None, :] - table[None, None]) ** 2).sum(-1).argmin(axis=2)
+    obj0 = (((W - Q) @ H) * (W - Q)).sum(dim=1)
+    moves, gain = block_descent(W, H, C, s, codes, Q, passes=1)
+    assert np.array_equal(codes, best)
+    obj1 = (((W - Q) @ H) * (W - Q)).sum(dim=1)
+    assert torch.allclose(obj0 - gain, obj1, rtol=1e-10)  # the gain is the exact decrease
+    assert block_descent(W, H, C, s, codes, Q, passes=3) == (0, pytest.approx(torch.zeros(m)))
+
+
+@pytest.mark.parametrize("name,q", [("D4", 2), ("E8", 2)])
+def test_block_descent_never_increases_the_objective_and_stops_at_a_fixed_point(name, q):
+    C = VoronoiCode(catalog.get(name), q)
+    P = _problem(m=12, n=48, seed=9, dead=(3,))
+    prep = prepare(P, Grid(8), order="act")
+    s = prep.W.pow(2).mean(dim=1).sqrt() / C.rms()
+    codes, Q, _ = block_feedback(prep, C, s)
+    Hp = P.H[prep.perm][:, prep.perm]
+
+    def objective(Q):
+        E = prep.W - Q
+        return ((E @ Hp) * E).sum(dim=1)
+
+    before = objective(Q)
+    moves, gain = block_descent(prep.W, Hp, C, s, codes, Q, passes=50)
+    after = objective(Q)
+    assert moves > 0 and bool((gain >= 0).all())
+    assert torch.allclose(before - gain, after, rtol=1e-9, atol=1e-12)
+    # the stored codes decode to Q, and one more pass moves nothing
+    assert torch.allclose(Q, s[:, None] * torch.from_numpy(C.decode(codes).reshape(Q.shape)))
+    assert block_descent(prep.W, Hp, C, s, codes, Q.clone(), passes=1)[0] == 0
+
+
+def test_vq_solve_with_refinement_is_never_worse_and_the_method_is_checked():
+    P = _problem(m=16, n=64, seed=7)
+    C = VoronoiCode(catalog.get("E8"), 2)
+    plain = vq_solve(P, C, seed=3)
+    refined = vq_solve(P, C, seed=3, refine_passes=20)
+    assert refined.error <= plain.error * (1 + 1e-9)
+    assert refined.error == pytest.approx(P.objective(refined.dequant.double()), rel=1e-6)
+    assert refined.stats["refine"]["moves"] > 0 and plain.stats["refine"] is None
+    assert vq_refine_passes("gptq") == 0 and vq_refine_passes("gptq+refine") == 20
+    assert vq_refine_passes("gptq+refine", {"refine_passes": 3}) == 3
+    for method, opts, msg in (("rtn", None, "method is one of gptq, gptq[+]refine"),
+                              ("gptq+refit", None, "method is one of"),
+                              ("gptq", {"refine_passes": 2}, "cannot be set"),
+                              ("gptq+refine", {"block": 8}, "cannot be set"),
+                              ("gptq+refine", {"refine_passes": -1}, "integer >= 0")):
+        with pytest.raises(ValueError, match=msg):
+            vq_refine_passes(method, opts)
+    with pytest.raises(ValueError, match="refine_passes"):
+        vq_solve(P, C, refine_passes=-2)

@@ -110,3 +110,23 @@ def test_quantize_layer_codebook_bad_input(tmp_path, codebook, msg):
                                   "--out", str(tmp_path / "v.npz")])
     assert r.exit_code == 2 and msg in r.output
     assert not (tmp_path / "v.npz").exists()
+
+
+def test_quantize_layer_codebook_refinement_and_scalar_only_flags(tmp_path):
+    w, h = _files(tmp_path, m=6, n=32)
+    outs = {}
+    for method in ("gptq", "gptq+refine"):
+        out = str(tmp_path / f"{method}.npz")
+        r = CliRunner().invoke(main, ["quantize-layer", w, h, "--bits", "2", "--codebook", "voronoi:D4",
+                                      "--method", method, "--out", out])
+        assert r.exit_code == 0, r.output
+        outs[method] = np.load(out)
+        assert json.loads(str(outs[method]["provenance"]))["method"] == method
+    assert float(outs["gptq+refine"]["error"]) <= float(outs["gptq"]["error"]) * (1 + 1e-9)
+    for extra, msg in ((["--method", "rtn"], "method is one of gptq, gptq+refine"),
+                       (["--group-size", "16"], "--group-size cannot be used with a vector codebook"),
+                       (["--mse", "--block", "4"], "--mse, --block cannot be used")):
+        r = CliRunner().invoke(main, ["quantize-layer", w, h, "--bits", "2", "--codebook", "voronoi:D4",
+                                      "--out", str(tmp_path / "bad.npz"), *extra])
+        assert r.exit_code == 2 and msg in r.output, r.output
+        assert not (tmp_path / "bad.npz").exists()

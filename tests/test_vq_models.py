@@ -62,11 +62,12 @@ def test_round_trip_gives_identical_logits(make, tmp_path):
 
 
 def test_voronoi_and_residual_codebooks_round_trip(tmp_path):
-    for cb, bits in (("voronoi:D4", 2), ("e8p", 3), ("voronoi:E8", 3)):
+    for cb, bits, method in (("voronoi:D4", 2, "gptq"), ("e8p", 3, "gptq"), ("voronoi:E8", 3, "gptq"),
+                             ("voronoi:D4", 2, "gptq+refine")):
         model = tiny_llama()
-        _, res = _quantize(model, codebook=cb, bits=bits)
-        out = save_vq_checkpoint(model, res.layers, tmp_path / cb.replace(":", "_"), bits=bits, incoherence=True,
-                                 desc_act=True, damp_percent=0.01)
+        _, res = _quantize(model, codebook=cb, bits=bits, method=method)
+        out = save_vq_checkpoint(model, res.layers, tmp_path / f"{cb.replace(':', '_')}-{method}", bits=bits,
+                                 incoherence=True, desc_act=True, damp_percent=0.01)
         ids = _windows(1, 16, seed=3)
         with torch.no_grad():
             assert torch.equal(load_vq_checkpoint(out)(ids).logits, model(ids).logits)
@@ -170,8 +171,11 @@ def test_resume_gives_the_same_model(tmp_path, monkeypatch):
 def test_bad_settings_and_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="group_size"):
         pl.QuantizeOptions(bits=2, codebook="e8p", group_size=32).validate()
-    with pytest.raises(ValueError, match="method must be 'gptq'"):
+    with pytest.raises(ValueError, match="method is one of gptq, gptq[+]refine"):
         pl.QuantizeOptions(bits=2, codebook="e8p", method="rtn").validate()
+    with pytest.raises(ValueError, match="cannot be set"):
+        pl.QuantizeOptions(bits=2, codebook="e8p", solver_options={"refine_passes": 2}).validate()
+    pl.QuantizeOptions(bits=2, codebook="e8p", method="gptq+refine", solver_options={"refine_passes": 2}).validate()
     with pytest.raises(ValueError, match="e8p provides"):
         pl.QuantizeOptions(bits=5, codebook="e8p").validate()
     with pytest.raises(ValueError, match="unknown codebook"):

@@ -70,7 +70,13 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
     W = torch.from_numpy(load_array(w_path, "W.npy"))
     H = torch.from_numpy(load_array(h_path, "H.npy"))
     if cb is not None:
-        _vector_layer(W, H, cb, bits, act_order, percdamp, seed, not no_incoherence, out, w_path, h_path)
+        given = [flag for flag, v in (("--group-size", group_size is not None), ("--sym", sym), ("--mse", mse),
+                                      ("--static-groups", static_groups), ("--block", block is not None),
+                                      ("--max-nodes", max_nodes is not None), ("--k", k is not None)) if v]
+        if given:
+            raise click.BadParameter(f"{', '.join(given)} cannot be used with a vector codebook (one least-squares "
+                                     "scale per row, block Babai)", param_hint="--codebook")
+        _vector_layer(W, H, cb, bits, method, act_order, percdamp, seed, not no_incoherence, out, w_path, h_path)
         return
     try:
         grid = Grid(bits=bits, group_size=group_size, sym=sym, mse=mse, static_groups=static_groups,
@@ -110,21 +116,27 @@ def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, st
                f"{sol.stats.get('seconds', 0):.3f} s -> {out}")
 
 
-def _vector_layer(W, H, cb, bits, act_order, percdamp, seed, incoherence, out, w_path, h_path):
-    """``quantize-layer --codebook e8p|voronoi:…``: block Babai with the codebook (latticeq.nn.solvers.vq)."""
+def _vector_layer(W, H, cb, bits, method, act_order, percdamp, seed, incoherence, out, w_path, h_path):
+    """``quantize-layer --codebook e8p|voronoi:…``: block Babai with the codebook, ``--method
+    gptq+refine`` adding block coordinate descent (latticeq.nn.solvers.vq)."""
     import numpy as np
 
     from latticeq import __version__
     from latticeq.io import atomic_write
     from latticeq.nn.layer import LayerProblem
-    from latticeq.nn.solvers.vq import vq_solve
+    from latticeq.nn.solvers.vq import vq_refine_passes, vq_solve
 
     try:
+        passes = vq_refine_passes(method)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--method") from None
+    try:
         sol = vq_solve(LayerProblem(W, H), cb, act_order=act_order, percdamp=percdamp, seed=seed,
-                       incoherence=incoherence)
+                       incoherence=incoherence, refine_passes=passes)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    provenance = {"codebook": cb.spec(), "bits_per_dimension": bits, "act_order": act_order, "percdamp": percdamp,
+    provenance = {"codebook": cb.spec(), "method": method, "bits_per_dimension": bits, "act_order": act_order,
+                  "percdamp": percdamp,
                   "seed": seed, "transforms": sol.transforms, "W": os.path.abspath(w_path), "H": os.path.abspath(h_path),
                   "latticeq": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "seconds": sol.stats["seconds"]}

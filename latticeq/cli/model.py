@@ -28,7 +28,8 @@ def _methods_help() -> str:
 @click.option("--method", default="gptq", show_default=True, help=f"Layer solver: {_methods_help()}.")
 @click.option("--codebook", default="scalar", show_default=True,
               help="scalar (GPTQ grids, GPTQ checkpoint), e8p (2, 3 or 4 bits) or voronoi:NAME / voronoi:PATH.json: "
-                   "lattice-coded layers (block Babai, one scale per row) in a latticeq-vq checkpoint.")
+                   "lattice-coded layers (block Babai, one scale per row; --method gptq+refine adds block coordinate "
+                   "descent) in a latticeq-vq checkpoint.")
 @click.option("--no-incoherence", is_flag=True, help="Vector codebooks: skip the randomized Hadamard transforms.")
 @click.option("--calib", default=None, help="Calibration text file(s), comma-separated, or wikitext2/c4 "
               "(default: the shipped Austen novels except Pride and Prejudice).")

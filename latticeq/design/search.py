@@ -315,7 +315,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
 
     best = min(records, key=lambda r: r["quick_nsm"])
     G = np.asarray(best["generator"])
-    nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress)
+    # the final estimate can take an hour at n ≥ 30: in a log (no terminal) it reports plain lines
+    nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress or log_lines)
     from latticeq.lattice import Lattice
 
     prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),

@@ -99,13 +99,15 @@ class QuantizeOptions:
         self.grid  # validates bits, group size and group refresh
         parse_method(self.method)
         if self.vector:
+            from latticeq.nn.solvers.vq import vq_refine_passes
+
             self.make_codebook()
-            bad = [f for f, v in (("method", self.method != "gptq"), ("group_size", self.group_size is not None),
-                                  ("sym", self.sym), ("mse", self.mse), ("solver_options", bool(self.solver_options)))
+            vq_refine_passes(self.method, self.solver_options)  # names a method or option codebooks lack
+            bad = [f for f, v in (("group_size", self.group_size is not None), ("sym", self.sym), ("mse", self.mse))
                    if v]
             if bad:
-                raise ValueError(f"with a vector codebook the solver is block Babai with one scale per row: "
-                                 f"{', '.join(bad)} cannot be set (method must be 'gptq', no group size, sym, mse)")
+                raise ValueError(f"with a vector codebook each row has one least-squares scale: "
+                                 f"{', '.join(bad)} cannot be set (no group size, sym, mse)")
         if not (isinstance(self.percdamp, (int, float)) and self.percdamp >= 0):
             raise ValueError(f"percdamp must be a number ≥ 0, got {self.percdamp!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -676,12 +678,13 @@ def solve_vq_layer(W, H, codebook, options, *, transposed: bool = False):
     """Solve one layer with a vector codebook (:func:`~latticeq.nn.solvers.vq.vq_solve`):
     ``(solution, VQLayer)``. The transforms' seeds are ``options.seed`` (outputs) and
     ``options.seed + 1`` (inputs) for every layer."""
-    from latticeq.nn.solvers.vq import vq_solve
+    from latticeq.nn.solvers.vq import vq_refine_passes, vq_solve
     from latticeq.nn.vqformat import vq_layer_from_solution
 
     problem, _ = _layer_problem(W.cpu().double(), None if H is None else H.cpu().double())
     sol = vq_solve(problem, codebook, act_order=options.act_order, percdamp=options.percdamp,
-                   seed=options.seed, incoherence=options.incoherence, fallback=False)
+                   seed=options.seed, incoherence=options.incoherence, fallback=False,
+                   refine_passes=vq_refine_passes(options.method, options.solver_options))
     return sol, vq_layer_from_solution(sol, codebook, seed=options.seed, incoherence=options.incoherence,
                                        transposed=transposed)
 

@@ -26,7 +26,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["block_feedback", "VQSolution", "vq_solve"]
+__all__ = ["VQ_METHODS", "block_feedback", "block_descent", "VQSolution", "vq_refine_passes", "vq_solve"]
+
+#: the methods a vector codebook runs: block Babai (GPTQ's recursion on blocks), optionally
+#: followed by block coordinate descent (:func:`block_descent`)
+VQ_METHODS = ("gptq", "gptq+refine")
+
+
+def vq_refine_passes(method: str, solver_options: dict | None = None) -> int:
+    """Passes of :func:`block_descent` that ``method`` asks for with a vector codebook: 0 for
+    ``gptq``; ``solver_options["refine_passes"]`` (default 20, stopping early once a pass moves
+    nothing) for ``gptq+refine``. ValueError naming what is allowed otherwise."""
+    opts = dict(solver_options or {})
+    if method not in VQ_METHODS:
+        raise ValueError(f"with a vector codebook the method is one of {', '.join(VQ_METHODS)} (block Babai, "
+                         f"optionally + block coordinate descent); got {method!r}")
+    passes = opts.pop("refine_passes", 20 if method == "gptq+refine" else 0)
+    if opts or (passes and method != "gptq+refine"):
+        bad = sorted(opts) or ["refine_passes"]
+        raise ValueError(f"with a vector codebook and method {method!r} the solver options {bad} cannot be set "
+                         "(only refine_passes, with gptq+refine)")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
+        raise ValueError(f"refine_passes must be an integer >= 0, got {passes!r}")
+    return passes
 
 
 def block_feedback(prep, codebook, scales, zeros=None, *, blocksize: int = 128, feedback: bool = True):
@@ -79,6 +101,50 @@ def block_feedback(prep, codebook, scales, zeros=None, *, blocksize: int = 128, 
     return codes, Q, damped
 
 
+def block_descent(W, H, codebook, scales, codes, Q, *, passes: int = 2):
+    """Block coordinate descent on the codes of a decoding (``+refine`` for codebooks).
+
+    Each pass visits the blocks of ``d`` columns in order. With every other block fixed, the
+    best unconstrained change of block ``b`` is ``δ* = g_b H_bb⁻¹`` (``g = (W − Q) H``, the
+    undamped ``H``); each row's block is re-encoded at ``q_b + δ*`` and the new codeword kept
+    where it lowers the exact row objective ``(w − q) H (w − q)ᵀ`` — by
+    ``2 δ·g_b − δ H_bb δᵀ`` for ``δ = q_b' − q_b``. So the objective never increases. Stops
+    early when a pass moves nothing. Works in place on ``codes`` (m, n/d) and ``Q`` (m, n);
+    returns ``(moves, gain)`` (per-row objective decrease, a tensor).
+    """
+    d = codebook.dim
+    m, n = W.shape
+    s = scales.to(W).reshape(m, 1)
+    G = (W - Q) @ H
+    gain = torch.zeros(m, dtype=W.dtype)
+    moves = 0
+    eps = 1e-9 * float(torch.diagonal(H).mean()) + 1e-300
+    eye = torch.eye(d, dtype=W.dtype)
+    for _ in range(passes):
+        moved = 0
+        for a in range(0, n, d):
+            Hbb = H[a:a + d, a:a + d]
+            g = G[:, a:a + d]
+            target = Q[:, a:a + d] + torch.linalg.solve(Hbb + eps * eye, g.T).T
+            c = codebook.encode((target / s).numpy())
+            q = s * torch.from_numpy(codebook.decode(c)).to(W)
+            delta = q - Q[:, a:a + d]
+            dg = 2 * (delta * g).sum(dim=1) - ((delta @ Hbb) * delta).sum(dim=1)
+            ok = dg > 1e-12 * (1 + dg.abs())
+            if not bool(ok.any()):
+                continue
+            rows = torch.nonzero(ok).flatten()
+            Q[rows, a:a + d] = q[rows]
+            codes[rows.numpy(), a // d] = c[rows.numpy()]
+            G[rows] -= delta[rows] @ H[a:a + d]
+            gain[rows] += dg[rows]
+            moved += int(rows.numel())
+        moves += moved
+        if not moved:
+            break
+    return moves, gain
+
+
 @dataclass
 class VQSolution:
     """A layer quantized with a codebook.
@@ -110,7 +176,7 @@ class VQSolution:
 
 def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.01, blocksize: int = 128,
              incoherence: bool = True, seed: int = 0, refit_iters: int = 2, fallback: bool = True,
-             loads=None, feedback: bool = True) -> VQSolution:
+             loads=None, feedback: bool = True, refine_passes: int = 0) -> VQSolution:
     """Quantize ``problem`` (a :class:`~latticeq.nn.layer.LayerProblem`) with ``codebook``.
 
     ``incoherence``: randomized Hadamard transforms of both dimensions first (seeded; the dense
@@ -121,6 +187,8 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
     ``refit_iters`` least-squares scale refits, each followed
     by a new decoding.
     ``feedback=False``: the ablation without error feedback.
+    ``refine_passes``: passes of :func:`block_descent` on the best decoding (0: none), each row's
+    scale refitted once more for the refined codes.
     """
     import time
 
@@ -132,6 +200,8 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
         raise ValueError(f"problem must be a LayerProblem, got {type(problem).__name__}")
     if isinstance(refit_iters, bool) or not isinstance(refit_iters, int) or refit_iters < 0:
         raise ValueError(f"refit_iters must be an integer >= 0, got {refit_iters!r}")
+    if isinstance(refine_passes, bool) or not isinstance(refine_passes, int) or refine_passes < 0:
+        raise ValueError(f"refine_passes must be an integer >= 0, got {refine_passes!r}")
     loads = tuple(float(x) for x in np.atleast_1d(codebook.default_loads if loads is None else loads))
     if not loads or not all(x > 0 for x in loads):
         raise ValueError(f"loads must be positive numbers, got {loads!r}")
@@ -184,18 +254,32 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
     history = [float(state[0].sum())]
     WH = prep.W @ Hp
     wHw = (WH * prep.W).sum(dim=1)
-    for _ in range(refit_iters):
+
+    def refit_scales():
+        """Each row's least-squares scale for its codes (objective w H wᵀ − 2 s·num + s²·den)
+        as a candidate; returns the new scales."""
         _, s, codes, Q = state
         Pn = Q / s[:, None]  # decoded codewords in code units
         num = (WH * Pn).sum(dim=1)
         den = ((Pn @ Hp) * Pn).sum(dim=1)
         s_new = torch.where(den > 0, num / den.clamp_min(1e-300), s).clamp_min(1e-12)
-        # candidates: the refitted scale with the old codes (objective w H wᵀ − 2 s·num + s²·den),
-        # and a new decoding with it
         keep_better((wHw - 2 * s_new * num + s_new ** 2 * den, s_new, codes, Pn * s_new[:, None]))
+        return s_new
+
+    for _ in range(refit_iters):  # the refitted scale with the old codes, then a new decoding with it
+        s_new = refit_scales()
         obj, c2, Q2 = decoded(s_new)
         keep_better((obj, s_new, c2, Q2))
         history.append(float(state[0].sum()))
+    refine_stats = None
+    if refine_passes:
+        obj, s, codes, Q = state
+        codes, Q = codes.copy(), Q.clone()
+        moves, gain = block_descent(prep.W, Hp, codebook, s, codes, Q, passes=refine_passes)
+        state = (obj - gain, s, codes, Q)
+        refit_scales()
+        history.append(float(state[0].sum()))
+        refine_stats = {"passes": refine_passes, "moves": moves}
     _, s, codes, Q = state
     # the scales are stored in fp16: dequantize with exactly those, then back to the original
     # basis and column order
@@ -210,4 +294,4 @@ def vq_solve(problem, codebook, *, act_order: bool = True, percdamp: float = 0.0
                       relative_error=err / base if base > 0 else 0.0, bits_per_weight=bpw, perm=prep.perm,
                       transforms=transforms,
                       stats={"refit_history": history, "seconds": time.perf_counter() - t0, "loads": loads,
-                             "codebook": codebook.spec(), "damping": prep.lam})
+                             "codebook": codebook.spec(), "damping": prep.lam, "refine": refine_stats})
