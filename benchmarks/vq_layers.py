@@ -10,6 +10,8 @@ Rows, at each rate (bits per dimension):
 * Voronoi codes ``Λ/2^bΛ`` over Z (the scalar grid as a centred 1-D code, with incoherence and
   least-squares scales), D4, E8, BW16, Leech and our own n = 16 lattice
   (``results/lattices/n16-sgd.json``), with randomized Hadamard incoherence;
+* ``e8p`` and D4 followed by block coordinate descent (``--method gptq+refine``: each block
+  re-encoded at its exact conditional optimum, kept where the objective drops);
 * ablations on E8: no incoherence; no error feedback.
 
 A speed section times GPTQ, ``e8p`` and the Voronoi E8 code on one 1536 × 576 layer (b15.up),
@@ -48,8 +50,10 @@ ROWS = {
     "gptq": ("scalar", None, {}),
     "scalar best: mse grid gptq+refine+refit": ("scalar-best", None, {}),
     "e8p": ("codebook", "e8p", {}),
+    "e8p + block descent": ("codebook", "e8p", {"refine_passes": 20}),
     "voronoi Z (incoherent)": ("codebook", "voronoi:Z1", {}),
     "voronoi D4": ("codebook", "voronoi:D4", {}),
+    "voronoi D4 + block descent": ("codebook", "voronoi:D4", {"refine_passes": 20}),
     "voronoi E8": ("codebook", "voronoi:E8", {}),
     "voronoi BW16": ("codebook", "voronoi:BW16", {}),
     "voronoi Leech": ("codebook", "voronoi:Leech", {}),
