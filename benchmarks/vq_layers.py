@@ -99,7 +99,8 @@ def main() -> int:
     ap.add_argument("--bits", default="2,3,4")
     ap.add_argument("--folder", default=str(Path(DEFAULT_DIR) / "smollm2-n64-l512-s0"),
                     help="recorded Hessians (default: SmolLM2, 64 × 512 tokens, seed 0)")
-    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row labels")
+    ap.add_argument("--rows", default=",".join(ROWS),
+                    help="comma-separated row labels to run (the table shows every row with results)")
     ap.add_argument("--state", default=str(Path(__file__).with_name("vq_layers.json")))
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     ap.add_argument("--no-speed", action="store_true", help="skip the speed section (kept from the state file)")
@@ -159,7 +160,7 @@ def main() -> int:
                   "| codebook / solver | layers | mean rel. error | ÷ scalar best | ÷ GPTQ | ÷ e8p (same layers) | "
                   "bits/weight | time ÷ GPTQ |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in rows:
+        for r in ROWS:  # every row with results in the state, not only this run's --rows
             # every ratio over the layers this row has (all three rows present there)
             names = [n for n, _, _ in layers if all(f"{b}|{n}|{x}" in state for x in
                                                      (r, "gptq", "scalar best: mse grid gptq+refine+refit"))]

@@ -183,12 +183,14 @@ def main(argv=None) -> None:
              "quantized layers (codes, scales, permutations, transform signs; scalar rows: codes, scales, zeros, "
              "g_idx); embeddings and the head are not quantized and not counted. `vs scalar` = perplexity ÷ the "
              "best scalar record at the same or more bits per weight with per-window scores on the same windows, "
-             "± its paired standard error. Float (dequantized Q4_1): prefix "
+             "± its paired standard error. `threads`: CPU threads torch used while quantizing (— : not "
+             "recorded; records before the key existed); times taken beside another job on the 2-core machine "
+             "are slower than alone. `+ block descent` = `--method gptq+refine`. Float (dequantized Q4_1): prefix "
              f"{_ppl(floats[16]) if 16 in floats else float('nan'):.2f}, book "
              f"{_ppl(floats[327]) if 327 in floats else float('nan'):.2f}.", "",
              "| codebook | bits | bits/weight | ppl prefix | ppl book | vs scalar (prefix) | vs scalar (book) | "
-             "scalar reference | quant time (s) | peak memory (GiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "scalar reference | quant time (s) | threads | peak memory (GiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     from latticeq.nn.records import _codebook_label
 
     for r in sorted(vq, key=lambda r: (r["bits"], r["bits_per_weight"])):
@@ -206,7 +208,8 @@ def main(argv=None) -> None:
         label = _codebook_label(r["codebook"]) + (" + block descent" if r["method"] == "gptq+refine" else "")
         lines.append(f"| {label} | {r['bits']} | {bpw:.3f} | "
                      f"{'—' if pp is None else f'{pp:.2f}'} | {'—' if pb is None else f'{pb:.2f}'} | {cells[0]} | "
-                     f"{cells[1]} | {ref_label} | {r['quant_time_s']:.0f} | {r['peak_memory_bytes'] / 2**30:.1f} |")
+                     f"{cells[1]} | {ref_label} | {r['quant_time_s']:.0f} | {r.get('threads') or '—'} | "
+                     f"{r['peak_memory_bytes'] / 2**30:.1f} |")
     lines.append("")
     if SPEED_FILE.exists():
         sp = json.loads(SPEED_FILE.read_text())

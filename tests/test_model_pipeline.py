@@ -254,6 +254,7 @@ def test_cli_quantize_eval_report(tiny_folder, tmp_path):
     from latticeq.nn.records import RECORD_KEYS
 
     assert tuple(rec) == RECORD_KEYS
+    assert rec["threads"] == torch.get_num_threads()  # the times depend on it
     assert rec["calibration"] == {"source": str(d / "calib.txt"), "nsamples": 6, "seqlen": 32}
     assert len(rec["layers"]) == 14 and rec["eval"]["seqlen"] == 32
     assert not (out / pl.STATE_DIR).exists()

@@ -103,6 +103,20 @@ def test_bad_input(tmp_path):
         R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
                       calibration=None, seed=0, perplexity=1.0, eval={"text": "t", "seqlen": 8}, wall_time_s=1,
                       quant_time_s=1, peak_memory_bytes=1, layers=[])
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
+                      calibration=None, seed=0, perplexity=1.0, eval=None, wall_time_s=1,
+                      quant_time_s=1, peak_memory_bytes=1, layers=[], threads=0)
+    good = R.make_record(model="m", method="gptq", bits=3, group_size=None, sym=False, act_order=False,
+                         calibration=None, seed=0, perplexity=1.0, eval=None, wall_time_s=1,
+                         quant_time_s=1, peak_memory_bytes=1, layers=[], threads=2)
+    (tmp_path / "threads.json").write_text(json.dumps({**good, "threads": "two"}))
+    with pytest.raises(ValueError, match="threads must be a positive integer or null"):
+        R.read_records([tmp_path / "threads.json"])
+    old = dict(good)
+    del old["threads"]  # written before the key existed: still read
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert R.read_records([tmp_path / "old.json"])[0].get("threads") is None
     with pytest.raises(ValueError, match="record keys differ"):
         R.write_record({"model": "m"}, tmp_path / "x.json")
     with pytest.raises(FileNotFoundError, match="no record"):

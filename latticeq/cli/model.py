@@ -143,7 +143,7 @@ def _checkpoint_record(folder, res, wall):
     rec = json.loads(p.read_text())
     rec["perplexity"] = res.perplexity
     rec["eval"] = res.eval_info()
-    for key in ("codebook", "bits_per_weight", "transforms"):  # records written before these keys
+    for key in ("codebook", "bits_per_weight", "transforms", "threads"):  # records written before these keys
         rec.setdefault(key, None)
     return rec
 

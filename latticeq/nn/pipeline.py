@@ -901,6 +901,7 @@ def quantize_to_checkpoint(
         bits_per_weight=bits_per_weight(result.layers),
         transforms=({"kind": "randomized-hadamard", "seed_out": seed, "seed_in": seed + 1}
                     if options.vector and incoherence else None),
+        threads=torch.get_num_threads(),
     )
     if options.vector:
         from latticeq.nn.vqformat import save_vq_checkpoint

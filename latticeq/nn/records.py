@@ -6,7 +6,7 @@ Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other to
     model, method, bits, group_size, group_refresh, sym, mse, act_order,
     calibration {source, nsamples, seqlen}, seed,
     perplexity, eval {text, seqlen, windows[, window_nll]},
-    wall_time_s, quant_time_s, peak_memory_bytes,
+    wall_time_s, quant_time_s, peak_memory_bytes, threads,
     layers [{name, error, relative_error, time_s[, error_metric]}],
     codebook, bits_per_weight, transforms,
     latticeq_version, created
@@ -16,7 +16,8 @@ Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other to
 (codes, scales, zeros, g_idx, permutations, transform signs) over their weights — embeddings,
 norms and the output head are not quantized and not counted — and ``transforms`` the
 incoherence transforms (kind and seeds; ``None`` without). Records written before these keys
-existed lack them (scalar runs).
+existed lack them (scalar runs). ``threads`` is the number of CPU threads torch used while
+quantizing (the times depend on it); records written before the key existed lack it.
 
 A layer's ``error`` is ``tr((W − Q) H (W − Q)ᵀ)`` with the calibration Hessian
 (``error_metric = "hessian"``, the default when the key is absent) or, for plain RTN, which
@@ -49,7 +50,7 @@ __all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "paired
 
 RECORD_KEYS = (
     "model", "method", "bits", "group_size", "group_refresh", "sym", "mse", "act_order", "calibration", "seed",
-    "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "layers",
+    "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "threads", "layers",
     "codebook", "bits_per_weight", "transforms",
     "latticeq_version", "created",
 )
@@ -78,6 +79,7 @@ def make_record(
     codebook: dict | None = None,
     bits_per_weight: float | None = None,
     transforms: dict | None = None,
+    threads: int | None = None,
 ) -> dict:
     """A run record with exactly :data:`RECORD_KEYS` (validated)."""
     from latticeq import __version__
@@ -100,6 +102,8 @@ def make_record(
             raise ValueError(f"error_metric must be 'hessian' or 'weight', got {rec['error_metric']!r}")
     if group_refresh not in (None, "published", "updated"):
         raise ValueError(f"group_refresh must be None, 'published' or 'updated', got {group_refresh!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     if perplexity is not None and not math.isfinite(perplexity):
         perplexity = None if math.isnan(perplexity) else float("inf")
     return {
@@ -109,7 +113,7 @@ def make_record(
         "wall_time_s": float(wall_time_s),
         "quant_time_s": None if quant_time_s is None else float(quant_time_s),
         "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
-        "layers": list(layers),
+        "threads": threads, "layers": list(layers),
         "codebook": codebook, "bits_per_weight": None if bits_per_weight is None else float(bits_per_weight),
         "transforms": transforms, "latticeq_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -182,6 +186,9 @@ def _record_problem(rec: dict) -> str | None:
     for key in ("perplexity", "wall_time_s", "quant_time_s", "peak_memory_bytes", "bits_per_weight"):
         if not num_or_none(rec.get(key)):
             return f"{key} must be a number or null, got {rec.get(key)!r}"
+    th = rec.get("threads")
+    if th is not None and (isinstance(th, bool) or not isinstance(th, int) or th < 1):
+        return f"threads must be a positive integer or null, got {th!r}"
     for key in ("sym", "mse", "act_order"):
         if key in rec and not isinstance(rec[key], bool):
             return f"{key} must be true or false, got {rec[key]!r}"
