@@ -17,10 +17,11 @@ transform signs; embeddings and head are not quantized and not counted), perplex
 prefix and on the whole book, the perplexity ratio with its paired standard error against the
 best scalar record at the same or more bits per weight that has per-window scores, quantization
 time and peak memory. Below the table: the checkpoint's size on disk against the float model's
-(fp16) and CPU tokens/s of the loaded checkpoint against the dequantized float model, same run.
+(fp16) and CPU tokens/s of the loaded checkpoint (codes decoded per call, and folded once into
+dense weights, the default) against the dequantized float model, same run.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/vq_models.py [--runs e8p:2,voronoi:E8:3] [--table-only]
-[--redo]``.
+Run: ``nice -n 10 .venv/bin/python benchmarks/vq_models.py [--runs e8p:2,voronoi:E8:3]
+[--method gptq+refine] [--threads 2] [--table-only] [--redo] [--no-speed]``.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def _speed(folder: Path, reps: int = 3) -> dict:
     ids = torch.randint(0, 1000, (2, 512), generator=torch.Generator().manual_seed(0))
     out = {}
     for label, make in (("float (dequantized Q4_1)", lambda: load_model("smollm2")),
-                        ("latticeq-vq, decoded per call", lambda: load_vq_checkpoint(folder)),
-                        ("latticeq-vq, decoded once (cache)", lambda: load_vq_checkpoint(folder, cache=True))):
+                        ("latticeq-vq, codes decoded per call (cache=False)",
+                         lambda: load_vq_checkpoint(folder, cache=False)),
+                        ("latticeq-vq, folded once into dense weights (default)", lambda: load_vq_checkpoint(folder))):
         net = make()
         best = math.inf
         with torch.no_grad():
@@ -119,6 +121,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated codebook:bits entries")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure tokens/s and the checkpoint's size (best run with no other job on the machine)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--method", default="gptq", choices=("gptq", "gptq+refine"),
                     help="block Babai, or block Babai + block coordinate descent (records named …-refine-…)")
@@ -155,8 +159,10 @@ def main(argv=None) -> None:
             write_record(rec, path)
             print(f"{path.name}: ppl {rec['perplexity']:.3f}, {rec['bits_per_weight']:.3f} bits/weight, "
                   f"quant {rec['quant_time_s']:.0f} s", flush=True)
-        first = CACHE / "smollm2-2b-e8p"
-        if (first / "config.json").exists():
+        # the speed section: the first 2-bit e8p checkpoint this machine has
+        first = next((f for f in (CACHE / "smollm2-2b-e8p", CACHE / "smollm2-2b-e8p-refine")
+                      if (f / "config.json").exists()), None)
+        if first is not None and args.speed:
             speeds = _speed(first)
             size = (first / "model.safetensors").stat().st_size
             from latticeq.nn.model import load_model
@@ -164,7 +170,7 @@ def main(argv=None) -> None:
             base = load_model("smollm2")
             n_all = sum(p.numel() for p in base.parameters())
             atomic_write_text(SPEED_FILE, json.dumps({
-                "checkpoint": "smollm2-2b-e8p", "tokens_per_s": speeds, "checkpoint_bytes": size,
+                "checkpoint": first.name, "tokens_per_s": speeds, "checkpoint_bytes": size,
                 "float_fp16_bytes": 2 * n_all, "threads": args.threads,
                 "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=1) + "\n")
             del base

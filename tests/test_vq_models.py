@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from latticeq.lattice.codebook import parse_codebook  # noqa: E402
 from latticeq.nn import pipeline as pl  # noqa: E402
 from latticeq.nn.vqformat import (VQLinear, is_vq_checkpoint, load_vq_checkpoint,  # noqa: E402
-                                  save_vq_checkpoint)
+                                  save_vq_checkpoint, set_vq_cache)
 from model_helpers import tiny_gemma, tiny_gpt2, tiny_llama, tiny_model_folder, tiny_opt  # noqa: E402
 
 
@@ -47,12 +47,20 @@ def test_round_trip_gives_identical_logits(make, tmp_path):
     with torch.no_grad():
         back = loaded(ids).logits
     assert torch.equal(back, mem)
-    # every module computes exactly its layer's dequantized weight's product (up to float error)
-    for name, q in res.layers.items():
-        mod = loaded.get_submodule(name)
-        x = torch.randn(3, q.shape[1], dtype=torch.float32)
-        y = mod(x) - (mod.bias if mod.bias is not None else 0)
-        assert torch.allclose(y, x @ q.dequant().T, atol=1e-4, rtol=1e-4)
+    # both hold every layer folded once into a dense weight; codes-only mode differs by rounding
+    assert all(m.cache for m in model.modules() if isinstance(m, VQLinear))
+    lean = load_vq_checkpoint(out, cache=False)
+    assert set_vq_cache(lean, False) == n_linear
+    with torch.no_grad():
+        assert torch.allclose(lean(ids).logits, back, atol=1e-3, rtol=1e-4)
+    # every module computes its layer's dequantized weight's product (up to float error), in both modes
+    for net in (loaded, lean):
+        for name, q in res.layers.items():
+            mod = net.get_submodule(name)
+            x = torch.randn(3, q.shape[1], dtype=torch.float32)
+            y = mod(x) - (mod.bias if mod.bias is not None else 0)
+            assert torch.allclose(y, x @ q.dequant().T, atol=1e-4, rtol=1e-4)
+            assert torch.allclose(mod.dense_weight(), q.dequant().float(), atol=1e-6)
     cfg = json.loads((out / "config.json").read_text())["quantization_config"]
     assert cfg["codebook"]["kind"] == "e8p" and cfg["format_version"] == 2 and cfg["index_bits"] == 16
     # bits per weight from the stored tensors: 16-bit codes per 8 weights + fp16 scale per row +

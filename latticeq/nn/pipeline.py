@@ -301,8 +301,9 @@ def _install(block, name: str, mod, q) -> None:
     identical logits); a scalar one sets the dequantized weight."""
     from latticeq.nn.vqformat import VQLayer, VQLinear, _set_module
 
-    if isinstance(q, VQLayer):
-        _set_module(block, name, VQLinear(q, getattr(mod, "bias", None), dtype=mod.weight.dtype).to(mod.weight.device))
+    if isinstance(q, VQLayer):  # decoded per call while later blocks calibrate (codes-only memory)
+        _set_module(block, name, VQLinear(q, getattr(mod, "bias", None), cache=False,
+                                          dtype=mod.weight.dtype).to(mod.weight.device))
     else:
         _set_weight(mod, q.dequant())
 
@@ -619,6 +620,10 @@ def quantize_model(
             model.config.use_cache = use_cache
     peak = _peak_memory(dev)
     _move_outside_blocks(model, blocks_name, torch.device("cpu"))
+    if options.vector:  # quantized: each lattice-coded layer folded once, as a loaded checkpoint has it
+        from latticeq.nn.vqformat import set_vq_cache
+
+        set_vq_cache(model, True)
     return QuantizationResult(layers=layers, layer_stats=stats,
                               quant_time_s=prior_time + time.perf_counter() - t0,
                               peak_memory_bytes=peak, blocks=len(blocks))

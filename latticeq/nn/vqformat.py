@@ -161,11 +161,18 @@ class VQLinear(_torch_module_base()):
     """A linear layer that holds lattice codes (see the module docstring).
 
     ``forward(x) = U(V(x)[..., perm] · Qᵀ) + bias`` with ``Q = diag(scales) · decode(codes)``,
-    ``V(x) = x Vᵀ`` and ``U(z) = z U`` the factored randomized Hadamard transforms. The weight
-    ``Q`` (transformed basis) is decoded from the codes by table lookup at every call
-    (``cache=False``, the default: the module's memory is the codes, 2–4 bits per weight) or
-    once and kept (``cache=True``: faster, float memory). Codebooks too large for a table
-    (Voronoi codes with more than 2^16 codewords) decode once at construction.
+    ``V(x) = x Vᵀ`` and ``U(z) = z U`` the factored randomized Hadamard transforms. Two modes:
+
+    * ``cache=False``: ``Q`` (transformed basis) is decoded from the codes by table lookup at
+      every call and the two transforms are applied to the activations; the module's memory is
+      the codes (2–4 bits per weight). Codebooks too large for a table (Voronoi codes with more
+      than 2^16 codewords) decode once at construction.
+    * ``cache=True``: the whole map is folded once, in float64, into one dense weight in the
+      original basis (:meth:`dense_weight`), and the forward is a plain linear layer: float
+      speed, float memory. The outputs differ from ``cache=False`` by float rounding only.
+
+    :func:`load_vq_checkpoint` and the model :func:`~latticeq.nn.pipeline.quantize_model`
+    returns use ``cache=True``, so both compute exactly the same logits.
     """
 
     def __init__(self, layer: VQLayer, bias=None, *, cache: bool = False, dtype=None):
@@ -202,9 +209,7 @@ class VQLinear(_torch_module_base()):
         self._weight = None
 
     def decoded_weight(self):
-        """``Q`` (m × n, transformed basis, processing order)."""
-        if self._weight is not None:
-            return self._weight
+        """``Q`` (m × n, transformed basis, processing order), decoded from the codes."""
         m, n = self.out_features, self.in_features
         if not self.stages:
             P = self.decoded
@@ -213,15 +218,33 @@ class VQLinear(_torch_module_base()):
             for i in range(1, self.stages):
                 P = P + getattr(self, f"table{i}")[getattr(self, f"index{i}")]
             P = P.reshape(m, n)
-        Q = P * self.scales[:, None]
-        if self.cache:
-            self._weight = Q
-        return Q
+        return P * self.scales[:, None]
+
+    def dense_weight(self):
+        """The layer's weight in the original basis (m × n): the map :meth:`forward` computes
+        with ``cache=False``, applied to the identity in float64 and rounded once."""
+        import torch
+
+        eye = torch.eye(self.in_features, dtype=torch.float64, device=self.scales.device)
+        h = eye if self._V is None else self._V.forward(eye)
+        y = h[:, self.perm] @ self.decoded_weight().to(torch.float64).T  # n × m: row j is the image of e_j
+        if self._U is not None:
+            y = self._U.inverse(y)
+        return y.T.to(self.scales.dtype).contiguous()
+
+    def set_cache(self, cache: bool) -> None:
+        """Switch between the two modes (see the class docstring)."""
+        self.cache = bool(cache)
+        self._weight = None
 
     def forward(self, x):
         import torch
 
         h = x.to(self.scales.dtype)
+        if self.cache:
+            if self._weight is None:
+                self._weight = self.dense_weight()
+            return torch.nn.functional.linear(h, self._weight, self.bias).to(x.dtype)
         if self._V is not None:
             h = self._V.forward(h)
         h = h[..., self.perm]
@@ -247,7 +270,16 @@ def _set_module(model, name: str, new) -> None:
     setattr(parent, child, new)
 
 
-def install_vq_layers(model, layers: dict, *, cache: bool = False) -> None:
+def set_vq_cache(model, cache: bool) -> int:
+    """Put every :class:`VQLinear` of ``model`` in one mode (see :class:`VQLinear`); returns
+    how many there are."""
+    mods = [m for m in model.modules() if isinstance(m, VQLinear)]
+    for m in mods:
+        m.set_cache(cache)
+    return len(mods)
+
+
+def install_vq_layers(model, layers: dict, *, cache: bool = True) -> None:
     """Replace each named linear (or ``Conv1D``) of ``model`` by a :class:`VQLinear`."""
     modules = dict(model.named_modules())
     for name, q in layers.items():
@@ -439,9 +471,12 @@ def read_vq_layers(folder, model, tensors=None) -> dict:
     return out
 
 
-def load_vq_checkpoint(folder, device: str = "cpu", dtype=None, *, cache: bool = False):
+def load_vq_checkpoint(folder, device: str = "cpu", dtype=None, *, cache: bool = True):
     """Load a ``latticeq-vq`` checkpoint: the transformers model with :class:`VQLinear` layers.
-    ``model.latticeq_quantized`` holds the :class:`VQLayer` s."""
+    ``model.latticeq_quantized`` holds the :class:`VQLayer` s. ``cache=True`` (default): each
+    layer folded once into a dense float weight (float speed and memory; the logits equal those
+    of the model the pipeline returns); ``cache=False``: only the codes are kept and decoded at
+    every call (2–4 bits per weight in memory, slower)."""
     import torch
 
     from latticeq.nn.checkpoint import _build_model, _finish_load, _load_weights
