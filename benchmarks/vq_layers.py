@@ -150,7 +150,9 @@ def main() -> int:
              f"{len(layers)} layers (q, k, v, o, gate, up, down of blocks 0, 15, 29; Hessians from "
              "`latticeq record-hessians`: 64 × 512 Austen tokens). Mean relative layer error over the layers; "
              "ratios of the means. Per-channel scales everywhere; bits per weight count codes, fp16 scales, "
-             "the scalar grid's zeros and g_idx. Time: mean seconds per layer ÷ GPTQ's, one thread, same run.", ""]
+             "the scalar grid's zeros and g_idx. Time: mean seconds per layer ÷ GPTQ's, one thread, same run — "
+             "except the `+ block descent` rows, added in a later run (2026-12-02, beside two other jobs on the "
+             "2-core machine): their time ratios are against GPTQ's earlier times and overstate their cost.", ""]
     for b in bits_list:
         def vals(r, k, names):
             return np.array([state[f"{b}|{n}|{r}"][k] for n in names])
