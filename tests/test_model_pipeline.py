@@ -62,7 +62,9 @@ def _naive_sequential(model, windows, grid, method, act_order, batch_size):
             hook.remove()
             for lname in group:
                 mod = mods[lname]
-                sol = solve(LayerProblem(mod.weight.detach(), acc.hessian), grid, method=method, act_order=act_order)
+                # as the pipeline: a Hessian that float round-off leaves slightly indefinite gets ε·I
+                problem, _ = pl._layer_problem(mod.weight.detach(), acc.hessian)
+                sol = solve(problem, grid, method=method, act_order=act_order)
                 from latticeq.nn.checkpoint import quantized_layer
 
                 q = quantized_layer(sol.codes, sol.scales, sol.zeros, sol.g_idx, grid.bits)
