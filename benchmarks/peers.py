@@ -370,7 +370,8 @@ def table() -> str:
         from latticeq.nn.records import _codebook_label
 
         if r.get("codebook"):
-            return f"latticeq {_codebook_label(r['codebook'])}"
+            return f"latticeq {_codebook_label(r['codebook'])}" + (" + block descent" if r["method"] == "gptq+refine"
+                                                                    else "")
         g = "per-channel" if r.get("group_size") in (None, -1) else f"g{r['group_size']}"
         return f"latticeq {r['method']}{' mse' if r.get('mse') else ''}{' act-order' if r.get('act_order') else ''}, {g}"
 
