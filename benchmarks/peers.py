@@ -367,11 +367,10 @@ def table() -> str:
         return len((r.get("eval") or {}).get("window_nll") or [])
 
     def label(r):
-        from latticeq.nn.records import _codebook_label
+        from latticeq.nn.records import _codebook_run_label
 
         if r.get("codebook"):
-            return f"latticeq {_codebook_label(r['codebook'])}" + (" + block descent" if r["method"] == "gptq+refine"
-                                                                    else "")
+            return f"latticeq {_codebook_run_label(r)}"
         g = "per-channel" if r.get("group_size") in (None, -1) else f"g{r['group_size']}"
         return f"latticeq {r['method']}{' mse' if r.get('mse') else ''}{' act-order' if r.get('act_order') else ''}, {g}"
 

@@ -197,7 +197,7 @@ def main(argv=None) -> None:
              "| codebook | bits | bits/weight | ppl prefix | ppl book | vs scalar (prefix) | vs scalar (book) | "
              "scalar reference | quant time (s) | threads | peak memory (GiB) |",
              "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
-    from latticeq.nn.records import _codebook_label
+    from latticeq.nn.records import _codebook_run_label
 
     for r in sorted(vq, key=lambda r: (r["bits"], r["bits_per_weight"])):
         bpw = r["bits_per_weight"]
@@ -211,8 +211,7 @@ def main(argv=None) -> None:
         ref_label = "—" if ref is None else (f"{ref['bits']}-bit {'g' + str(ref['group_size']) if ref.get('group_size') else 'per-channel'} "
                                              f"{ref['method']}{' mse' if ref.get('mse') else ''} ({_bpw_scalar(ref):.2f} bpw, "
                                              f"book {_ppl(ref, 327) or float('nan'):.2f})")
-        label = _codebook_label(r["codebook"]) + (" + block descent" if r["method"] == "gptq+refine" else "")
-        lines.append(f"| {label} | {r['bits']} | {bpw:.3f} | "
+        lines.append(f"| {_codebook_run_label(r)} | {r['bits']} | {bpw:.3f} | "
                      f"{'—' if pp is None else f'{pp:.2f}'} | {'—' if pb is None else f'{pb:.2f}'} | {cells[0]} | "
                      f"{cells[1]} | {ref_label} | {r['quant_time_s']:.0f} | {r.get('threads') or '—'} | "
                      f"{r['peak_memory_bytes'] / 2**30:.1f} |")

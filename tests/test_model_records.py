@@ -129,3 +129,13 @@ def test_bad_input(tmp_path):
         R.read_records([tmp_path / "other.json"])
     with pytest.raises(ValueError, match="no run records"):
         R.read_records([])
+
+
+def test_codebook_runs_with_and_without_block_descent_get_distinct_labels():
+    spec = {"kind": "e8p", "version": 1, "size": 65536}
+    plain, refined = (dict(_rec(m, 2, None, p, act=True), codebook=spec, transforms={"kind": "randomized-hadamard"})
+                      for m, p in (("gptq", 46.0), ("gptq+refine", 43.7)))
+    assert R._method_label(plain) == "block babai, e8p act-order"
+    assert R._method_label(refined) == "block babai, e8p + block descent act-order"
+    table = R.markdown_table([plain, refined])
+    assert "e8p + block descent" in table and table.count("block babai, e8p") == 2

@@ -212,12 +212,18 @@ def _record_problem(rec: dict) -> str | None:
 def _method_label(rec: dict) -> str:
     m = rec["method"]
     if rec.get("codebook"):
-        m = f"block babai, {_codebook_label(rec['codebook'])}" + ("" if rec.get("transforms") else ", no incoherence")
+        m = f"block babai, {_codebook_run_label(rec)}" + ("" if rec.get("transforms") else ", no incoherence")
     if rec.get("act_order") and m not in ("rtn", "none", "minpivot"):
         m += " act-order"
     if rec.get("mse"):
         m += ", mse grid"
     return m
+
+
+def _codebook_run_label(rec: dict) -> str:
+    """A lattice-coded run's codebook, and ``+ block descent`` where its method added it
+    (``gptq+refine``), so two runs of one codebook stay apart in tables and plots."""
+    return _codebook_label(rec["codebook"]) + (" + block descent" if rec["method"] == "gptq+refine" else "")
 
 
 def _codebook_label(spec: dict) -> str:
