@@ -157,7 +157,9 @@ def dequantize(codes, scales, zeros, g_idx):
     s = torch.as_tensor(np.asarray(scales, dtype=np.float16)).float()
     z = torch.as_tensor(np.asarray(zeros, dtype=np.int64))
     g = torch.as_tensor(np.asarray(g_idx, dtype=np.int64))
-    return s[g, :].T * (c - z[g, :].T).float()
+    # contiguous: a weight's memory layout picks the matmul kernel, and so the last bits of the
+    # logits; the in-memory model and a loaded checkpoint must compute the same thing
+    return (s[g, :].T * (c - z[g, :].T).float()).contiguous()
 
 
 def quantized_layer(codes, scales, zeros, g_idx, bits: int, transposed: bool = False) -> QuantizedLayer:

@@ -727,8 +727,8 @@ def _get_weight(mod):
 
 
 def _set_weight(mod, W) -> None:
-    W = W.T.contiguous() if _is_conv1d(mod) else W
-    mod.weight.data = W.to(device=mod.weight.device, dtype=mod.weight.dtype)
+    W = W.T if _is_conv1d(mod) else W
+    mod.weight.data = W.to(device=mod.weight.device, dtype=mod.weight.dtype).contiguous()
 
 
 def _group_hessian(block, first_layer, hidden, calls, reuse=None):
