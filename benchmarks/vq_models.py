@@ -20,8 +20,14 @@ time and peak memory. Below the table: the checkpoint's size on disk against the
 (fp16) and CPU tokens/s of the loaded checkpoint (codes decoded per call, and folded once into
 dense weights, the default) against the dequantized float model, same run.
 
+With ``--finetune``, each run's checkpoint is then fine-tuned (``latticeq finetune``: row scales
+and normalization weights, KL divergence to the float model on the same calibration windows,
+:mod:`latticeq.nn.finetune`) into a sibling cache folder ``…-ft`` and scored the same way; its
+record is ``…-ft-n128-w327.json``. The codes, so the bits per weight, do not change.
+
 Run: ``nice -n 10 .venv/bin/python benchmarks/vq_models.py [--runs e8p:2,voronoi:E8:3]
-[--method gptq+refine] [--threads 2] [--table-only] [--redo] [--no-speed]``.
+[--method gptq+refine] [--finetune [--epochs 2 --lr 3e-3]] [--threads 2] [--table-only] [--redo]
+[--no-speed]``.
 """
 
 from __future__ import annotations
@@ -51,9 +57,9 @@ def _slug(codebook: str) -> str:
     return codebook.replace(":", "-").replace("/", "_").replace(".json", "")
 
 
-def _record_path(codebook, bits, method="gptq"):
+def _record_path(codebook, bits, method="gptq", finetuned=False):
     tag = "" if method == "gptq" else "-" + method.replace("gptq+", "").replace("+", "-")
-    return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}-n128-w327.json"
+    return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}{'-ft' if finetuned else ''}-n128-w327.json"
 
 
 def _bpw_scalar(rec) -> float:
@@ -117,6 +123,65 @@ def _speed(folder: Path, reps: int = 3) -> dict:
     return out
 
 
+def _time_cell(rec) -> str:
+    ft = rec.get("finetune")
+    return f"{rec['quant_time_s']:.0f}" + ("" if not ft else f" + {ft['time_s']:.0f} fine-tuning")
+
+
+def _finetune_section(vq) -> list:
+    """Each fine-tuned row against the same run before fine-tuning, paired over windows."""
+    from latticeq.nn.records import _codebook_run_label
+
+    rows = []
+    for r in sorted(vq, key=lambda r: (r["bits"], r["bits_per_weight"])):
+        if not r.get("finetune"):
+            continue
+        base = next((b for b in vq if not b.get("finetune") and b["codebook"] == r["codebook"]
+                     and b["method"] == r["method"] and b["bits"] == r["bits"]), None)
+        ft = r["finetune"]
+        cells = []
+        for w in (PREFIX, 327):
+            pr = _paired(r, base, w) if base is not None else None
+            cells.append("—" if pr is None else f"{pr[0]:.3f} ± {pr[1]:.3f}")
+        kl = ft["heldout_kl"]
+        rows.append(f"| {_codebook_run_label(r)} | {r['bits']} | {ft['trainable']} | {ft['epochs']} × "
+                    f"{-(-ft['calibration']['nsamples'] // ft['batch_size'])} steps, lr {ft['lr']:g} | "
+                    f"{kl[0]:.4f} → {kl[ft['best_epoch']]:.4f} (epoch {ft['best_epoch']}) | {cells[0]} | {cells[1]} | "
+                    f"{ft['time_s']:.0f} | {ft.get('threads') or '—'} |")
+    if not rows:
+        return []
+    return ["## Fine-tuning (`latticeq finetune`)", "",
+            "The codes stay as quantized; the row scales (stored in float16) and the normalization weights are "
+            "trained by Adam to minimize the per-token KL divergence from the float model on the calibration "
+            "windows (`trainable` parameters). Held-out KL: on 16 calibration-corpus windows that share no token "
+            "with the training windows, before training → after the epoch kept (the best one). `vs before` = "
+            "perplexity ÷ the same run's before fine-tuning, ± its paired standard error.", "",
+            "| codebook | bits | trainable | schedule | held-out KL (nats/token) | vs before (prefix) | "
+            "vs before (book) | time (s) | threads |", "|---|---:|---:|---|---|---:|---:|---:|---:|", *rows, ""]
+
+
+def _finetune_row(base: Path, path: Path, args) -> None:
+    """Fine-tune the checkpoint ``base`` into ``base``-ft (resumable) and record it at ``path``."""
+    from latticeq.nn.finetune import finetune_checkpoint
+    from latticeq.nn.pipeline import RECORD_NAME
+    from latticeq.nn.records import write_record
+
+    if path.exists() and not args.redo:
+        return
+    out = base.with_name(base.name + "-ft")
+    if (out / "config.json").exists() and not args.redo:
+        rec = json.loads((out / RECORD_NAME).read_text())
+    else:
+        resume = (out / ".latticeq-state" / "run.json").is_file() and not args.redo
+        print(f"fine-tuning: {base.name} -> {out}", flush=True)
+        rec = finetune_checkpoint(base, out, epochs=args.epochs, lr=args.lr, eval_text="default", resume=resume,
+                                  force=out.exists() and not resume, progress=True)
+    write_record(rec, path)
+    ft = rec["finetune"]
+    print(f"{path.name}: ppl {rec['perplexity']:.3f}, held-out KL {ft['heldout_kl'][0]:.5f} -> "
+          f"{ft['heldout_kl'][ft['best_epoch']]:.5f}, fine-tuned in {ft['time_s']:.0f} s", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default=",".join(DEFAULT_RUNS), help="comma-separated codebook:bits entries")
@@ -126,6 +191,11 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--method", default="gptq", choices=("gptq", "gptq+refine"),
                     help="block Babai, or block Babai + block coordinate descent (records named …-refine-…)")
+    ap.add_argument("--finetune", action="store_true",
+                    help="also fine-tune each run's checkpoint (latticeq finetune: row scales and norms, KL to the "
+                         "float model, --epochs/--lr) and score it (records named …-ft-…)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--redo", action="store_true",
                     help="quantize the --runs again from scratch although their records exist (after a pipeline "
                          "or format change); each record is replaced when its new run finishes")
@@ -144,6 +214,10 @@ def main(argv=None) -> None:
             out = CACHE / path.stem.replace("-vq-", "-").replace("-n128-w327", "")
             CACHE.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
             if path.exists() and not args.redo:
+                if args.finetune and (out / "config.json").exists():
+                    _finetune_row(out, _record_path(cb, bits, args.method, finetuned=True), args)
+                elif args.finetune:
+                    print(f"{out} is not on this machine: quantize it again (--redo) to fine-tune it", flush=True)
                 continue
             if args.redo and out.exists():
                 shutil.rmtree(out)  # from scratch: an earlier checkpoint or state may predate the change
@@ -159,6 +233,8 @@ def main(argv=None) -> None:
             write_record(rec, path)
             print(f"{path.name}: ppl {rec['perplexity']:.3f}, {rec['bits_per_weight']:.3f} bits/weight, "
                   f"quant {rec['quant_time_s']:.0f} s", flush=True)
+            if args.finetune:
+                _finetune_row(out, _record_path(cb, bits, args.method, finetuned=True), args)
         # the speed section: the first 2-bit e8p checkpoint this machine has
         first = next((f for f in (CACHE / "smollm2-2b-e8p", CACHE / "smollm2-2b-e8p-refine")
                       if (f / "config.json").exists()), None)
@@ -213,9 +289,10 @@ def main(argv=None) -> None:
                                              f"book {_ppl(ref, 327) or float('nan'):.2f})")
         lines.append(f"| {_codebook_run_label(r)} | {r['bits']} | {bpw:.3f} | "
                      f"{'—' if pp is None else f'{pp:.2f}'} | {'—' if pb is None else f'{pb:.2f}'} | {cells[0]} | "
-                     f"{cells[1]} | {ref_label} | {r['quant_time_s']:.0f} | {r.get('threads') or '—'} | "
+                     f"{cells[1]} | {ref_label} | {_time_cell(r)} | {r.get('threads') or '—'} | "
                      f"{r['peak_memory_bytes'] / 2**30:.1f} |")
     lines.append("")
+    lines += _finetune_section(vq)
     if SPEED_FILE.exists():
         sp = json.loads(SPEED_FILE.read_text())
         f16 = sp["float_fp16_bytes"]

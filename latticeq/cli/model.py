@@ -81,6 +81,55 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
                f"peak memory {rec['peak_memory_bytes'] / 2**20:.0f} MiB -> {out}")
 
 
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Output checkpoint folder.")
+@click.option("--teacher", default=None,
+              help="The float model to match (default: the model the checkpoint's run record names).")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1), help="Passes over the windows.")
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1, max_open=True),
+              help="Adam learning rate, relative to each tensor's RMS value (cosine decay to 0).")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Windows per step.")
+@click.option("--train", "params", default="scales,norms", show_default=True,
+              help="What to train: scales (the lattice-coded layers' row scales), norms (normalization weights).")
+@click.option("--calib", default=None, help="Calibration text file(s), comma-separated (default: the shipped "
+              "Austen novels except Pride and Prejudice, as in quantize).")
+@click.option("--nsamples", default=None, type=click.IntRange(min=1),
+              help="Training windows (default: the quantization run's).")
+@click.option("--seqlen", default=None, type=click.IntRange(min=2), help="Tokens per window (default: the run's).")
+@click.option("--seed", default=None, type=int, help="Seed of the windows and the batch order (default: the run's).")
+@click.option("--heldout", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Held-out windows (no token shared with training windows) that choose the epoch kept.")
+@click.option("--eval", "eval_text", default=None,
+              help="Evaluate perplexity afterwards: a UTF-8 text file, or 'default' (Pride and Prejudice).")
+@click.option("--eval-windows", type=click.IntRange(min=1), default=None, help="Evaluate only the first K windows.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run in --out.")
+@click.option("--force", is_flag=True, help="Replace an existing --out.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def finetune(checkpoint, out, teacher, epochs, lr, batch_size, params, calib, nsamples, seqlen, seed, heldout,
+             eval_text, eval_windows, resume, force, no_progress):
+    """Fine-tune a latticeq-vq CHECKPOINT's row scales and normalization weights toward its float model
+    (KL distillation on calibration windows; codes and bits per weight unchanged) into a new checkpoint."""
+    from latticeq.nn.finetune import finetune_checkpoint
+
+    if no_progress:
+        quiet_transformers()
+    texts = None if calib is None else [t for t in calib.split(",") if t]
+    try:
+        rec = finetune_checkpoint(checkpoint, out, teacher=teacher, epochs=epochs, lr=lr, batch_size=batch_size,
+                                  params=tuple(p.strip() for p in params.split(",") if p.strip()), calib=texts,
+                                  nsamples=nsamples, seqlen=seqlen, seed=seed, heldout=heldout, eval_text=eval_text,
+                                  eval_windows=eval_windows, resume=resume, force=force, progress=not no_progress)
+    except _USER_ERRORS as exc:
+        fail(str(exc))
+    ft = rec["finetune"]
+    kl = ft["heldout_kl"]
+    ppl = "not evaluated" if rec["perplexity"] is None else f"perplexity {rec['perplexity']:.3f}"
+    click.echo(f"{rec['model']} fine-tuned ({ft['trainable']} parameters, {ft['epochs']} epochs, kept epoch "
+               f"{ft['best_epoch']}): held-out KL {kl[0]:.5f} -> {kl[ft['best_epoch']]:.5f} nats/token; {ppl}; "
+               f"{ft['time_s']:.0f} s -> {out}")
+
+
 @click.command(name="eval")
 @click.argument("model")
 @click.option("--text", default=None, type=click.Path(), help="UTF-8 text file (default: Pride and Prejudice).")
@@ -143,7 +192,7 @@ def _checkpoint_record(folder, res, wall):
     rec = json.loads(p.read_text())
     rec["perplexity"] = res.perplexity
     rec["eval"] = res.eval_info()
-    for key in ("codebook", "bits_per_weight", "transforms", "threads"):  # records written before these keys
+    for key in ("codebook", "bits_per_weight", "transforms", "threads", "finetune"):  # records written before these keys
         rec.setdefault(key, None)
     return rec
 
@@ -187,4 +236,4 @@ def report(results, out, plot, html, force):
             click.echo(f"wrote {Path(p)}", err=True)
 
 
-COMMANDS = [quantize, eval_, report]
+COMMANDS = [quantize, finetune, eval_, report]

@@ -27,6 +27,7 @@ __all__ = [
     "read_texts",
     "tokenize_text",
     "calibration_windows",
+    "heldout_split",
     "describe_calibration",
 ]
 
@@ -156,24 +157,61 @@ def calibration_windows(tokenizer, texts=None, nsamples: int = 128, seqlen: int 
     ValueError
         If N or L is invalid, or the corpus has fewer than N × L tokens.
     """
+    ids = tokenize_text(tokenizer, read_texts(texts))
+    starts = _calibration_starts(ids.numel(), nsamples, seqlen, seed)
+    return _stack(ids, starts, seqlen)
+
+
+def _stack(ids, starts, seqlen: int):
     import torch
 
+    return torch.stack([ids[s : s + seqlen] for s in np.asarray(starts).tolist()])
+
+
+def _calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> np.ndarray:
     if not isinstance(nsamples, (int, np.integer)) or isinstance(nsamples, bool) or nsamples < 1:
         raise ValueError(f"nsamples must be a positive integer, got {nsamples!r}")
     if not isinstance(seqlen, (int, np.integer)) or isinstance(seqlen, bool) or seqlen < 2:
         raise ValueError(f"seqlen must be an integer ≥ 2, got {seqlen!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    ids = tokenize_text(tokenizer, read_texts(texts))
     need = int(nsamples) * int(seqlen)
-    if ids.numel() < need + 1:
+    if n_tokens < need + 1:
         raise ValueError(
-            f"calibration text too short: {ids.numel()} tokens, but nsamples × seqlen = "
+            f"calibration text too short: {n_tokens} tokens, but nsamples × seqlen = "
             f"{nsamples} × {seqlen} = {need} are needed; give more text or fewer/shorter windows"
         )
     rng = np.random.default_rng(int(seed))
-    starts = rng.integers(0, ids.numel() - seqlen, size=int(nsamples))
-    return torch.stack([ids[s : s + seqlen] for s in starts.tolist()])
+    return rng.integers(0, n_tokens - seqlen, size=int(nsamples))
+
+
+def heldout_split(tokenizer, texts=None, nsamples: int = 128, seqlen: int = 512, seed: int = 0,
+                  heldout: int = 16):
+    """The calibration windows and ``heldout`` more windows of the same corpus that share no
+    token position with any of them (for validation, e.g. of fine-tuning).
+
+    The first tensor equals :func:`calibration_windows` with the same arguments. The held-out
+    windows start at distinct offsets drawn uniformly, with ``numpy.random.default_rng([seed,
+    1])``, among those whose window ``[s, s + seqlen)`` overlaps no calibration window.
+
+    Returns
+    -------
+    (LongTensor (nsamples, seqlen), LongTensor (heldout, seqlen))
+    """
+    if not isinstance(heldout, (int, np.integer)) or isinstance(heldout, bool) or heldout < 1:
+        raise ValueError(f"heldout must be a positive integer, got {heldout!r}")
+    ids = tokenize_text(tokenizer, read_texts(texts))
+    starts = _calibration_starts(ids.numel(), nsamples, seqlen, seed)
+    free = np.ones(ids.numel() - seqlen, dtype=bool)
+    for s in starts.tolist():  # a window at t overlaps the one at s when |t − s| < seqlen
+        free[max(0, s - seqlen + 1): s + seqlen] = False
+    candidates = np.flatnonzero(free)
+    if len(candidates) < heldout:
+        raise ValueError(f"calibration text too short for {heldout} held-out windows of {seqlen} tokens beside "
+                         f"the {nsamples} calibration windows ({ids.numel()} tokens); give more text or fewer windows")
+    rng = np.random.default_rng([int(seed), 1])
+    held = np.sort(rng.choice(candidates, size=int(heldout), replace=False))
+    return _stack(ids, starts, seqlen), _stack(ids, held, seqlen)
 
 
 def describe_calibration(texts=None) -> str:

@@ -8,7 +8,7 @@ Every run writes a record with exactly the keys of :data:`RECORD_KEYS` (other to
     perplexity, eval {text, seqlen, windows[, window_nll]},
     wall_time_s, quant_time_s, peak_memory_bytes, threads,
     layers [{name, error, relative_error, time_s[, error_metric]}],
-    codebook, bits_per_weight, transforms,
+    codebook, bits_per_weight, transforms, finetune,
     latticeq_version, created
 
 ``codebook`` is the vector codebook's spec (:meth:`~latticeq.lattice.codebook.Codebook.spec`;
@@ -18,6 +18,9 @@ norms and the output head are not quantized and not counted — and ``transforms
 incoherence transforms (kind and seeds; ``None`` without). Records written before these keys
 existed lack them (scalar runs). ``threads`` is the number of CPU threads torch used while
 quantizing (the times depend on it); records written before the key existed lack it.
+``finetune`` is ``None``, or what ``latticeq finetune`` did to the checkpoint after quantizing
+(:mod:`latticeq.nn.finetune`: trained parameters, epochs, learning rate, teacher, calibration,
+held-out KL per epoch, time, threads); ``quant_time_s`` stays the quantization's own time.
 
 A layer's ``error`` is ``tr((W − Q) H (W − Q)ᵀ)`` with the calibration Hessian
 (``error_metric = "hessian"``, the default when the key is absent) or, for plain RTN, which
@@ -51,7 +54,7 @@ __all__ = ["RECORD_KEYS", "make_record", "write_record", "read_records", "paired
 RECORD_KEYS = (
     "model", "method", "bits", "group_size", "group_refresh", "sym", "mse", "act_order", "calibration", "seed",
     "perplexity", "eval", "wall_time_s", "quant_time_s", "peak_memory_bytes", "threads", "layers",
-    "codebook", "bits_per_weight", "transforms",
+    "codebook", "bits_per_weight", "transforms", "finetune",
     "latticeq_version", "created",
 )
 
@@ -80,6 +83,7 @@ def make_record(
     bits_per_weight: float | None = None,
     transforms: dict | None = None,
     threads: int | None = None,
+    finetune: dict | None = None,
 ) -> dict:
     """A run record with exactly :data:`RECORD_KEYS` (validated)."""
     from latticeq import __version__
@@ -104,6 +108,8 @@ def make_record(
         raise ValueError(f"group_refresh must be None, 'published' or 'updated', got {group_refresh!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if finetune is not None and not isinstance(finetune, dict):
+        raise ValueError(f"finetune must be a dict or None, got {finetune!r}")
     if perplexity is not None and not math.isfinite(perplexity):
         perplexity = None if math.isnan(perplexity) else float("inf")
     return {
@@ -115,7 +121,7 @@ def make_record(
         "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
         "threads": threads, "layers": list(layers),
         "codebook": codebook, "bits_per_weight": None if bits_per_weight is None else float(bits_per_weight),
-        "transforms": transforms, "latticeq_version": __version__,
+        "transforms": transforms, "finetune": finetune, "latticeq_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -192,7 +198,7 @@ def _record_problem(rec: dict) -> str | None:
     for key in ("sym", "mse", "act_order"):
         if key in rec and not isinstance(rec[key], bool):
             return f"{key} must be true or false, got {rec[key]!r}"
-    for key in ("codebook", "transforms"):
+    for key in ("codebook", "transforms", "finetune"):
         if rec.get(key) is not None and not isinstance(rec[key], dict):
             return f"{key} must be an object or null, got {rec[key]!r}"
     ev = rec.get("eval")
@@ -221,9 +227,11 @@ def _method_label(rec: dict) -> str:
 
 
 def _codebook_run_label(rec: dict) -> str:
-    """A lattice-coded run's codebook, and ``+ block descent`` where its method added it
-    (``gptq+refine``), so two runs of one codebook stay apart in tables and plots."""
-    return _codebook_label(rec["codebook"]) + (" + block descent" if rec["method"] == "gptq+refine" else "")
+    """A lattice-coded run's codebook, ``+ block descent`` where its method added it
+    (``gptq+refine``) and ``+ fine-tuned`` where ``latticeq finetune`` ran on it, so runs of one
+    codebook stay apart in tables and plots."""
+    return (_codebook_label(rec["codebook"]) + (" + block descent" if rec["method"] == "gptq+refine" else "")
+            + (" + fine-tuned" if rec.get("finetune") else ""))
 
 
 def _codebook_label(spec: dict) -> str:

@@ -207,40 +207,81 @@ class VQLinear(_torch_module_base()):
                 self.register_buffer(f"table{i}", _TABLES[tk], persistent=False)
             self.stages = len(tables)
         self._weight = None
+        self.trainable = False
+        self._image = None
 
     def decoded_weight(self):
         """``Q`` (m × n, transformed basis, processing order), decoded from the codes."""
+        return self._unscaled() * self.scales[:, None]
+
+    def _input_image(self, dtype):
+        """``Aᵀ`` (n × m): the map from an input ``x`` (original basis) to the outputs before the
+        row scales and the output transform, ``x ↦ V(x)[perm] · decode(codes)ᵀ``, as the image
+        of the identity."""
+        import torch
+
+        eye = torch.eye(self.in_features, dtype=torch.float64, device=self.scales.device)
+        h = eye if self._V is None else self._V.forward(eye)
+        P = self._unscaled().to(torch.float64)
+        return (h[:, self.perm] @ P.T).to(dtype)
+
+    def _unscaled(self):
+        """``decode(codes)`` (m × n, transformed basis, processing order), without the scales."""
         m, n = self.out_features, self.in_features
         if not self.stages:
-            P = self.decoded
-        else:
-            P = getattr(self, "table0")[getattr(self, "index0")]
-            for i in range(1, self.stages):
-                P = P + getattr(self, f"table{i}")[getattr(self, f"index{i}")]
-            P = P.reshape(m, n)
-        return P * self.scales[:, None]
+            return self.decoded
+        P = getattr(self, "table0")[getattr(self, "index0")]
+        for i in range(1, self.stages):
+            P = P + getattr(self, f"table{i}")[getattr(self, f"index{i}")]
+        return P.reshape(m, n)
+
+    def _fold(self, AT, scales):
+        """The dense weight (m × n, original basis) from :meth:`_input_image` and row scales."""
+        y = AT * scales[None, :]
+        if self._U is not None:
+            y = self._U.inverse(y)
+        return y.T
 
     def dense_weight(self):
         """The layer's weight in the original basis (m × n): the map :meth:`forward` computes
         with ``cache=False``, applied to the identity in float64 and rounded once."""
         import torch
 
-        eye = torch.eye(self.in_features, dtype=torch.float64, device=self.scales.device)
-        h = eye if self._V is None else self._V.forward(eye)
-        y = h[:, self.perm] @ self.decoded_weight().to(torch.float64).T  # n × m: row j is the image of e_j
-        if self._U is not None:
-            y = self._U.inverse(y)
-        return y.T.to(self.scales.dtype).contiguous()
+        W = self._fold(self._input_image(torch.float64), self.scales.detach().to(torch.float64))
+        return W.to(self.scales.dtype).contiguous()
 
     def set_cache(self, cache: bool) -> None:
         """Switch between the two modes (see the class docstring)."""
         self.cache = bool(cache)
         self._weight = None
 
+    def set_trainable(self, trainable: bool) -> None:
+        """Fine-tuning mode (:mod:`latticeq.nn.finetune`): the row scales become a parameter and
+        every call folds them into the dense weight (``U⁻¹(Aᵀ · diag(scales))``, with ``Aᵀ``
+        computed once), so gradients reach them while the codes stay fixed. Switching back
+        rounds the scales to float16, as the checkpoint stores them."""
+        import torch
+
+        if bool(trainable) == self.trainable:
+            return
+        s = self.scales.detach()
+        del self.scales  # a buffer or a parameter
+        if trainable:
+            self.scales = torch.nn.Parameter(s.clone())
+        else:
+            self.register_buffer("scales", s.half().to(s.dtype), persistent=False)
+        self.trainable = bool(trainable)
+        self._image = None
+        self._weight = None
+
     def forward(self, x):
         import torch
 
         h = x.to(self.scales.dtype)
+        if self.trainable:
+            if self._image is None:
+                self._image = self._input_image(self.scales.dtype)
+            return torch.nn.functional.linear(h, self._fold(self._image, self.scales), self.bias).to(x.dtype)
         if self.cache:
             if self._weight is None:
                 self._weight = self.dense_weight()
@@ -255,8 +296,8 @@ class VQLinear(_torch_module_base()):
             y = y + self.bias
         return y.to(x.dtype)
 
-    def _apply(self, fn, *args, **kwargs):  # .to(device/dtype) drops the cached weight
-        self._weight = None
+    def _apply(self, fn, *args, **kwargs):  # .to(device/dtype) drops the cached weights
+        self._weight = self._image = None
         return super()._apply(fn, *args, **kwargs)
 
     def extra_repr(self) -> str:
