@@ -23,7 +23,9 @@ dense weights, the default) against the dequantized float model, same run.
 With ``--finetune``, each run's checkpoint is then fine-tuned (``latticeq finetune``: row scales
 and normalization weights, KL divergence to the float model on the same calibration windows,
 :mod:`latticeq.nn.finetune`) into a sibling cache folder ``…-ft`` and scored the same way; its
-record is ``…-ft-n128-w327.json``. The codes, so the bits per weight, do not change.
+record is ``…-ft-n128-w327.json``. The codes, so the bits per weight, do not change. Where the
+record exists but this machine lacks its checkpoint, the checkpoint is quantized again (scored on
+the prefix only, to show it reproduces the record) and the record is kept.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/vq_models.py [--runs e8p:2,voronoi:E8:3]
 [--method gptq+refine] [--finetune [--epochs 2 --lr 3e-3]] [--threads 2] [--table-only] [--redo]
@@ -214,10 +216,18 @@ def main(argv=None) -> None:
             out = CACHE / path.stem.replace("-vq-", "-").replace("-n128-w327", "")
             CACHE.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
             if path.exists() and not args.redo:
-                if args.finetune and (out / "config.json").exists():
+                if args.finetune:
+                    if not (out / "config.json").exists():  # a fresh machine: rebuild the checkpoint, keep the record
+                        resume = (out / ".latticeq-state").is_dir()
+                        print(f"quantizing again to fine-tune: {cb} at {bits} bits -> {out}", flush=True)
+                        again = quantize_to_checkpoint("smollm2", out, bits=bits, codebook=cb, method=args.method,
+                                                       act_order=True, nsamples=128, seqlen=512, seed=0,
+                                                       eval_text="default", eval_windows=PREFIX, resume=resume,
+                                                       force=not resume and out.exists(), progress=True)
+                        old = json.loads(path.read_text())
+                        print(f"prefix perplexity {again['perplexity']:.3f}, recorded {_ppl(old, PREFIX):.3f} "
+                              f"(threads {again['threads']}, recorded {old.get('threads')})", flush=True)
                     _finetune_row(out, _record_path(cb, bits, args.method, finetuned=True), args)
-                elif args.finetune:
-                    print(f"{out} is not on this machine: quantize it again (--redo) to fine-tune it", flush=True)
                 continue
             if args.redo and out.exists():
                 shutil.rmtree(out)  # from scratch: an earlier checkpoint or state may predate the change
@@ -275,7 +285,7 @@ def main(argv=None) -> None:
              "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     from latticeq.nn.records import _codebook_run_label
 
-    for r in sorted(vq, key=lambda r: (r["bits"], r["bits_per_weight"])):
+    for r in sorted(vq, key=lambda r: (r["bits"], r["bits_per_weight"], bool(r.get("finetune")))):
         bpw = r["bits_per_weight"]
         cands = [s for s in scalar if _bpw_scalar(s) >= bpw - 1e-9 and (s.get("eval") or {}).get("window_nll")]
         ref = min(cands, key=lambda s: _ppl(s, 327) or _ppl(s, PREFIX) or math.inf, default=None)
