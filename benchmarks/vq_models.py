@@ -142,13 +142,16 @@ def _finetune_section(vq) -> list:
                      and b["method"] == r["method"] and b["bits"] == r["bits"]), None)
         ft = r["finetune"]
         cells = []
-        for w in (PREFIX, 327):
-            pr = _paired(r, base, w) if base is not None else None
+        for ref, w in ((ft.get("start"), PREFIX), (ft.get("start"), 327), (base, PREFIX), (base, 327)):
+            pr = _paired(r, ref, w) if ref is not None else None
             cells.append("—" if pr is None else f"{pr[0]:.3f} ± {pr[1]:.3f}")
+        start = ft.get("start") or {}
+        s_pp = _ppl(start, PREFIX) if start.get("eval") else None
         kl = ft["heldout_kl"]
         rows.append(f"| {_codebook_run_label(r)} | {r['bits']} | {ft['trainable']} | {ft['epochs']} × "
                     f"{-(-ft['calibration']['nsamples'] // ft['batch_size'])} steps, lr {ft['lr']:g} | "
-                    f"{kl[0]:.4f} → {kl[ft['best_epoch']]:.4f} (epoch {ft['best_epoch']}) | {cells[0]} | {cells[1]} | "
+                    f"{kl[0]:.4f} → {kl[ft['best_epoch']]:.4f} (epoch {ft['best_epoch']}) | "
+                    f"{'—' if s_pp is None else f'{s_pp:.2f}'} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
                     f"{ft['time_s']:.0f} | {ft.get('threads') or '—'} |")
     if not rows:
         return []
@@ -156,10 +159,15 @@ def _finetune_section(vq) -> list:
             "The codes stay as quantized; the row scales (stored in float16) and the normalization weights are "
             "trained by Adam to minimize the per-token KL divergence from the float model on the calibration "
             "windows (`trainable` parameters). Held-out KL: on 16 calibration-corpus windows that share no token "
-            "with the training windows, before training → after the epoch kept (the best one). `vs before` = "
-            "perplexity ÷ the same run's before fine-tuning, ± its paired standard error.", "",
-            "| codebook | bits | trainable | schedule | held-out KL (nats/token) | vs before (prefix) | "
-            "vs before (book) | time (s) | threads |", "|---|---:|---:|---|---|---:|---:|---:|---:|", *rows, ""]
+            "with the training windows, before training → after the epoch kept (the best one). `start` = the "
+            "fine-tuned checkpoint itself before training (where this machine lacked the recorded run's checkpoint, "
+            "it was quantized again and scored on the prefix only); `recorded run` = the committed record of the "
+            "same configuration in the table above. Ratios: perplexity ÷ the reference's, ± the paired standard "
+            "error over windows. Two quantization runs of one configuration differ by about 1 % in perplexity "
+            "(thread counts and float summation order move codes at decision boundaries).", "",
+            "| codebook | bits | trainable | schedule | held-out KL (nats/token) | start ppl (prefix) | vs start "
+            "(prefix) | vs start (book) | vs recorded run (prefix) | vs recorded run (book) | time (s) | threads |",
+            "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
 
 
 def _finetune_row(base: Path, path: Path, args) -> None:

@@ -348,7 +348,9 @@ def finetune_checkpoint(checkpoint, out, *, teacher: str | None = None, epochs: 
         pr = perplexity(student, tokenizer, text=None if eval_text == "default" else eval_text, seqlen=seqlen,
                         max_windows=eval_windows, progress=progress, windows=ev_windows)
         ppl, ev = pr.perplexity, pr.eval_info()
-    entry = {**res.to_dict(), "teacher": source.name,
+    start = None if rec is None or rec.get("perplexity") is None else {"perplexity": rec["perplexity"],
+                                                                      "eval": rec.get("eval")}
+    entry = {**res.to_dict(), "teacher": source.name, "start": start,
              "calibration": {"source": settings["calibration"], "nsamples": nsamples, "seqlen": seqlen},
              "heldout": heldout, "threads": torch.get_num_threads()}
     base = {k: (rec or {}).get(k) for k in RECORD_KEYS}

@@ -20,7 +20,8 @@ existed lack them (scalar runs). ``threads`` is the number of CPU threads torch 
 quantizing (the times depend on it); records written before the key existed lack it.
 ``finetune`` is ``None``, or what ``latticeq finetune`` did to the checkpoint after quantizing
 (:mod:`latticeq.nn.finetune`: trained parameters, epochs, learning rate, teacher, calibration,
-held-out KL per epoch, time, threads); ``quant_time_s`` stays the quantization's own time.
+held-out KL per epoch, time, threads, and ``start``: the checkpoint's own perplexity and eval
+before fine-tuning, if its record had one); ``quant_time_s`` stays the quantization's own time.
 
 A layer's ``error`` is ``tr((W − Q) H (W − Q)ᵀ)`` with the calibration Hessian
 (``error_metric = "hessian"``, the default when the key is absent) or, for plain RTN, which
