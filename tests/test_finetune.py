@@ -196,3 +196,8 @@ def test_cli_finetunes_a_checkpoint_that_loads_to_the_same_perplexity(tmp_path):
     assert r5.exit_code != 0 and "trains some of" in r5.output
     r6 = CliRunner().invoke(main, ["finetune", str(tmp_path / "nope"), "--out", str(tmp_path / "z"), *common])
     assert r6.exit_code != 0 and "no checkpoint folder" in r6.output
+    # resuming an unfinished run with other settings is refused
+    (tmp_path / "u" / ".latticeq-state").mkdir(parents=True)
+    (tmp_path / "u" / ".latticeq-state" / "run.json").write_text(json.dumps({"epochs": 9}))
+    r7 = CliRunner().invoke(main, ["finetune", str(vq), "--out", str(tmp_path / "u"), "--resume", *common])
+    assert r7.exit_code != 0 and "cannot resume" in r7.output

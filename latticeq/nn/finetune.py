@@ -30,7 +30,6 @@ either (the scales are rounded back to float16 at the end, as stored).
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,14 +119,6 @@ def mean_kl(student, teacher, windows, *, batch_size: int = 1) -> float:
     return total / tokens
 
 
-def _atomic_save(obj, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def finetune(student, teacher, windows, heldout, *, epochs: int = 2, lr: float = 3e-3, batch_size: int = 4,
              params=FINETUNE_PARAMS, seed: int = 0, state_path=None, save_every: int = 8,
              progress: bool = True) -> FinetuneResult:
@@ -142,6 +133,7 @@ def finetune(student, teacher, windows, heldout, *, epochs: int = 2, lr: float =
     import numpy as np
     import torch
 
+    from latticeq.io import atomic_torch_save
     from latticeq.progress import make_progress
 
     for nm, v in (("epochs", epochs), ("batch_size", batch_size), ("save_every", save_every)):
@@ -196,13 +188,13 @@ def finetune(student, teacher, windows, heldout, *, epochs: int = 2, lr: float =
         if state_path is None:
             return
         result.time_s = time.perf_counter() - t0
-        _atomic_save({"tensors": {k: v.detach().clone() for k, v in tensors.items()},
+        atomic_torch_save(state_path, {"tensors": {k: v.detach().clone() for k, v in tensors.items()},
                       "optimizer": opt.state_dict(), "settings": [epochs, lr, batch_size, seed, n],
                       "state": {k: torch.tensor(v, dtype=torch.float64) for k, v in state.items()},
                       "train_kl": torch.tensor(result.train_kl, dtype=torch.float64),
                       "heldout_kl": torch.tensor(result.heldout_kl, dtype=torch.float64),
                       "best_epoch": torch.tensor(result.best_epoch), "best": best,
-                      "time_s": torch.tensor(result.time_s, dtype=torch.float64)}, state_path)
+                      "time_s": torch.tensor(result.time_s, dtype=torch.float64)})
 
     with make_progress(progress) as bar:
         if not result.heldout_kl:
@@ -231,7 +223,6 @@ def finetune(student, teacher, windows, heldout, *, epochs: int = 2, lr: float =
                 opt.step()
                 state["tokens"] += count
                 state["step"] += 1
-                result.steps += 1
                 bar.advance(task)
                 if state["step"] % save_every == 0 and state["step"] < per_epoch:
                     save()
@@ -284,7 +275,8 @@ def finetune_checkpoint(checkpoint, out, *, teacher: str | None = None, epochs: 
     from latticeq.nn.evaluate import eval_windows as eval_windows_of
     from latticeq.nn.evaluate import perplexity
     from latticeq.nn.model import load_model, load_tokenizer, resolve_model
-    from latticeq.nn.pipeline import RECORD_NAME, STATE_DIR, check_run_folder
+    from latticeq.io import atomic_write_json
+    from latticeq.nn.pipeline import RECORD_NAME, STATE_DIR, check_resume_settings, check_run_folder
     from latticeq.nn.records import RECORD_KEYS, make_record
     from latticeq.nn.vqformat import _read_vq_config, is_vq_checkpoint, load_vq_checkpoint, save_vq_checkpoint
 
@@ -317,10 +309,7 @@ def finetune_checkpoint(checkpoint, out, *, teacher: str | None = None, epochs: 
     state_dir = out / STATE_DIR
     run_file = state_dir / "run.json"
     if resume and run_file.is_file():
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
-        if saved != json.loads(json.dumps(settings)):
-            raise ValueError(f"cannot resume: the saved fine-tuning run in {str(state_dir)!r} used different "
-                             f"settings ({saved}); start again with --force")
+        check_resume_settings(run_file, settings)
     source = resolve_model(teacher)
     tokenizer = load_tokenizer(str(folder))
     ev_windows = None
@@ -333,10 +322,7 @@ def finetune_checkpoint(checkpoint, out, *, teacher: str | None = None, epochs: 
     if vs != vt or type(student).__name__ != type(teacher_net).__name__:
         raise ValueError(f"teacher {teacher!r} ({type(teacher_net).__name__}, vocabulary {vt}) is not the float "
                          f"model of {str(folder)!r} ({type(student).__name__}, vocabulary {vs})")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    from latticeq.io import atomic_write_text
-
-    atomic_write_text(run_file, json.dumps(settings, indent=1) + "\n")
+    atomic_write_json(run_file, settings, mkdir=True)
     res = finetune(student, teacher_net, train, held, epochs=epochs, lr=lr, batch_size=batch_size, params=params,
                    seed=seed, state_path=state_dir / "finetune.pt", progress=progress)
     del teacher_net

@@ -507,12 +507,7 @@ def quantize_model(
         state.mkdir(parents=True, exist_ok=True)
         run_file = state / "run.json"
         if resume and (state / "inputs.pt").is_file():
-            saved = json.loads(run_file.read_text())
-            if saved != json.loads(json.dumps(fingerprint, default=str)):
-                raise ValueError(
-                    f"cannot resume: the saved run in {str(state)!r} used different settings "
-                    f"({saved}); start again with --force"
-                )
+            check_resume_settings(run_file, fingerprint)
             ck = _load_state_file(state / "inputs.pt")
             if not (isinstance(ck, dict) and isinstance(ck.get("next_block"), int)
                     and 0 <= ck["next_block"] <= len(blocks)):
@@ -765,6 +760,15 @@ def _group_hessian(block, first_layer, hidden, calls, reuse=None):
 
 STATE_DIR = ".latticeq-state"
 RECORD_NAME = "latticeq_record.json"
+
+
+def check_resume_settings(run_file: Path, settings: dict) -> None:
+    """Refuse to resume a run whose settings, saved as JSON in ``run_file``, differ from
+    ``settings`` (compared as JSON: what cannot be written is compared as its ``str``)."""
+    saved = json.loads(run_file.read_text(encoding="utf-8"))
+    if saved != json.loads(json.dumps(settings, default=str)):
+        raise ValueError(f"cannot resume: the saved run in {str(run_file.parent)!r} used different settings "
+                         f"({saved}); start again with --force")
 
 
 def is_run_folder(folder) -> bool:
