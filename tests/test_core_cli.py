@@ -64,3 +64,17 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o.npy").exists()
     r = run("nsm", "E8", "--samples", "5")
     assert r.exit_code == 2 and "samples" in r.output
+
+
+def test_nsm_update_records_in_the_file_and_refuses_bad_targets(tmp_path):
+    path = tmp_path / "n3-x.json"
+    Lattice(catalog.get("A3*").generator, name="mine").to_json(path)
+    r = run("nsm", str(path), "--samples", "2000", "--seed", "5", "--update", "--json")
+    assert r.exit_code == 0, r.output
+    est = json.loads(r.output)
+    d = json.loads(path.read_text())
+    assert d["nsm"]["value"] == est["nsm"] and d["provenance"]["nsm_samples"] == 2000
+    r = run("nsm", "D4", "--samples", "2000", "--update")
+    assert r.exit_code != 0 and "--update needs a saved lattice file" in r.output
+    r = run("nsm", str(path), "--samples", "2000", "--update", "--target-stderr", "1e-3")
+    assert r.exit_code != 0 and "drop --target-stderr" in r.output

@@ -100,3 +100,78 @@ def test_fpylll_decoder_gives_the_same_estimate_as_ours():
         assert b.nsm == pytest.approx(a.nsm, rel=1e-9)
     with pytest.raises(ValueError, match="unknown decoder"):
         estimate_nsm(catalog.get("D4"), samples=200, decoder="magic")
+
+
+def test_checkpointed_estimate_resumes_to_the_uninterrupted_result(tmp_path):
+    from latticeq.design import nsm as nsm_mod
+
+    L = catalog.get("D4")
+    full = estimate_nsm(L, samples=6000, seed=3, batch=500, progress=False)
+    state = tmp_path / "st.json"
+    # run 5 of 12 batches, "crash", then resume from the checkpoint
+    calls = {"n": 0}
+    real = L.closest_point
+
+    def flaky(X):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(X)
+
+    L2 = Lattice(L.generator, name="D4")
+    L2.closest_point = flaky
+    with pytest.raises(KeyboardInterrupt):
+        estimate_nsm(L2, samples=6000, seed=3, batch=500, progress=False, state=state, checkpoint_every=0)
+    st = __import__("json").loads(state.read_text())
+    assert st["done"] == 2500 and st["format"] == nsm_mod.STATE_FORMAT
+    resumed = estimate_nsm(L, samples=6000, seed=3, batch=500, progress=False, state=state)
+    assert resumed.nsm == full.nsm and resumed.stderr == full.stderr
+    np.testing.assert_array_equal(resumed.tensor, full.tensor)
+    # other settings against the same checkpoint: refused, naming the difference
+    with pytest.raises(ValueError, match="samples: checkpoint 6000, now 7000"):
+        estimate_nsm(L, samples=7000, seed=3, batch=500, progress=False, state=state)
+    with pytest.raises(ValueError, match="generator_sha256"):
+        estimate_nsm(catalog.get("Z4"), samples=6000, seed=3, batch=500, progress=False, state=state)
+    state.write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable NSM checkpoint"):
+        estimate_nsm(L, samples=6000, seed=3, batch=500, progress=False, state=state)
+
+
+def test_reestimate_records_the_new_estimate_and_keeps_the_old(tmp_path):
+    import json
+
+    from latticeq.design.nsm import reestimate
+
+    L = Lattice(catalog.get("A2").generator, name="mine")
+    path = tmp_path / "n2-x.json"
+    d = L.to_dict()
+    d["provenance"] = {"nsm": 0.0802, "nsm_stderr": 1e-4, "nsm_samples": 1000}
+    path.write_text(json.dumps(d))
+    r = reestimate(path, samples=4000, seed=9, progress=False)
+    out = json.loads(path.read_text())
+    assert out["nsm"]["value"] == r.nsm and out["provenance"]["nsm_samples"] == 4000
+    assert out["provenance"]["nsm_seed"] == 9
+    assert out["provenance"]["previous_nsm"]["nsm"] == 0.0802
+    assert abs(r.nsm - 5 / (36 * math.sqrt(3))) < 4 * r.stderr  # G(A2)
+    np.testing.assert_array_equal(Lattice.from_dict(out).generator, L.generator)
+    assert not list((tmp_path / ".nsm-state").glob("*.json"))  # checkpoint removed once recorded
+    with pytest.raises(ValueError, match="no lattice file"):
+        reestimate(tmp_path / "missing.json", samples=1000)
+
+
+def test_fpylll_reestimate_is_recorded_as_a_crosscheck(tmp_path):
+    import json
+
+    from latticeq.design.nsm import reestimate
+
+    path = tmp_path / "n4-x.json"
+    d = Lattice(catalog.get("D4").generator, name="mine").to_dict()
+    d["nsm"] = {"value": 0.0766, "stderr": 1e-4}
+    d["provenance"] = {"nsm": 0.0766, "nsm_stderr": 1e-4, "nsm_samples": 1000}
+    path.write_text(json.dumps(d))
+    r = reestimate(path, samples=500, seed=4, decoder="fpylll", progress=False)
+    out = json.loads(path.read_text())
+    assert out["nsm"] == d["nsm"] and "previous_nsm" not in out["provenance"]  # own estimate kept
+    cc = out["provenance"]["crosscheck"]
+    assert cc["decoder"] == "fpylll" and cc["nsm"] == r.nsm and cc["samples"] == 500
+    assert len(cc["generator_sha256"]) == 64

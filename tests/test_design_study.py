@@ -48,3 +48,23 @@ def test_study_rejects_foreign_result_files(tmp_path):
     (tmp_path / "n13-sgd.json").write_text('{"generator": [[1]]}')
     with pytest.raises(ValueError, match="not a latticeq result"):
         collect([13], results=tmp_path)
+
+
+def test_best_table_shows_the_second_decoder_and_notices_a_changed_generator(tmp_path):
+    import json
+
+    from latticeq.design.nsm import reestimate
+
+    res = tmp_path / "lattices"
+    path = Lattice(np.eye(13), nsm=(1 / 12, 1e-5)).to_json(res / "n13-sgd.json")
+    run_study("13", results=res, out=tmp_path)
+    assert "| not yet |" in (tmp_path / "best.md").read_text()
+    reestimate(path, samples=500, seed=1, decoder="fpylll", progress=False)
+    run_study("13", results=res, out=tmp_path)
+    row = [ln for ln in (tmp_path / "best.md").read_text().splitlines() if ln.startswith("| 13 ")][0]
+    assert "(5e2 pts)" in row and row.rstrip().endswith("σ |")
+    d = json.loads(path.read_text())
+    d["generator"][0][0] = 1.5  # someone edits the generator: the cross-check no longer applies
+    path.write_text(json.dumps(d))
+    run_study("13", results=res, out=tmp_path)
+    assert "stale (generator changed since)" in (tmp_path / "best.md").read_text()

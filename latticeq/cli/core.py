@@ -18,22 +18,34 @@ from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_
 @click.option("--target-stderr", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop early at this standard error.")
 @click.option("--decoder", type=click.Choice(["latticeq", "fpylll"]), default="latticeq", show_default=True,
               help="Closest-point decoder; fpylll's CVP is an independent check (slow).")
+@click.option("--update", is_flag=True,
+              help="LATTICE is a saved result: record the new estimate in its file (the earlier one is kept "
+                   "under provenance.previous_nsm; with --decoder fpylll it is recorded as provenance.crosscheck "
+                   "instead). Checkpointed in .nsm-state/ beside the file; rerun to resume.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def nsm(lattice, samples, seed, target_stderr, decoder, as_json, no_progress):
+def nsm(lattice, samples, seed, target_stderr, decoder, update, as_json, no_progress):
     """Estimate the normalized second moment of LATTICE (catalog name or saved JSON)."""
-    from latticeq.design.nsm import estimate_nsm, sphere_bound
+    from latticeq.design.nsm import estimate_nsm, reestimate, sphere_bound
     from latticeq.lattice import catalog
 
     L = load_lattice_arg(lattice)
-    try:
-        r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
-                         progress=not (no_progress or as_json), decoder=decoder)
-    except ValueError as exc:
-        fail(str(exc))
     ref = catalog.reference_nsm(L.name, strict=False) if L.name else None
     if ref is None and L.nsm is not None:
         ref = L.nsm[0]
+    if update and not Path(lattice).is_file():
+        fail(f"--update needs a saved lattice file, got {lattice!r}")
+    if update and target_stderr is not None:
+        fail("--update records a fixed-size estimate: drop --target-stderr")
+    try:
+        if update:
+            r = reestimate(lattice, samples=samples, seed=seed, decoder=decoder,
+                           progress=not (no_progress or as_json))
+        else:
+            r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
+                             progress=not (no_progress or as_json), decoder=decoder)
+    except ValueError as exc:
+        fail(str(exc))
     out = {"lattice": L.name or lattice, **r.to_dict(), "reference": ref,
            "sigmas": r.sigmas_from(ref) if ref is not None else None, "sphere_bound": sphere_bound(L.dim)}
     if as_json:

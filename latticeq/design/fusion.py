@@ -22,6 +22,12 @@ differentiated: at the closest point the assignment is locally constant) and the
 differentiated by torch autograd through ``B(θ)`` into ``θ`` and the log-scales ``log s_k``. The step size is annealed geometrically (Adam, ``lr0 → lr0/anneal``).
 Initialization: the Householder vectors come in equal pairs (whose reflections cancel) plus
 small noise, ``W`` is small noise, so ``M = I + O(noise)``.
+
+Ablations (the seed paper's third open check) freeze parts of this: ``train_mixing=False``
+keeps ``M(θ)`` at its start and learns the scales only, and ``mixing_fixed=M0`` puts a fixed
+matrix in front, ``B = M(θ) · M0 · diag(s_k B_k)``. Scales only: ``matrix-exp`` with
+``noise=0, train_mixing=False`` (``M = I``); a random orthogonal ``M0`` likewise
+(``benchmarks/design_ablations.py``).
 """
 
 from __future__ import annotations
@@ -57,17 +63,21 @@ class FusionState:
     adam_v: np.ndarray | None = None
     history: list = field(default_factory=list)
     wall_time: float = 0.0
+    mixing_fixed: np.ndarray | None = None  # fixed M0 in B = M(θ) M0 diag(s_k B_k); None: I
+    train_mixing: bool = True               # False: θ stays at its start (scales only)
+
+    _ARRAYS = ("theta", "log_scales", "adam_m", "adam_v", "mixing_fixed")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
-        for k in ("theta", "log_scales", "adam_m", "adam_v"):
+        for k in self._ARRAYS:
             d[k] = None if d[k] is None else np.asarray(d[k]).tolist()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "FusionState":
         d = dict(d)
-        for k in ("theta", "log_scales", "adam_m", "adam_v"):
+        for k in cls._ARRAYS:
             if d.get(k) is not None:
                 d[k] = np.asarray(d[k], dtype=np.float64)
         return cls(**d)
@@ -102,21 +112,35 @@ def _mixing(method, theta):
     raise ValueError(f"unknown fusion method {method!r}; allowed: {', '.join(METHODS)}")
 
 
+def _generator(state: FusionState, theta, log_s):
+    """``M(θ) · M0 · diag(s_k B_k)`` as a torch tensor (differentiable in θ and the log-scales)."""
+    import torch
+
+    D = _block_diag(state.blocks, log_s)
+    if state.mixing_fixed is not None:
+        D = torch.as_tensor(np.asarray(state.mixing_fixed, dtype=np.float64)) @ D
+    return _mixing(state.method, theta) @ D
+
+
 def fused_generator(state: FusionState) -> np.ndarray:
-    """The current generator ``M(θ) diag(s_k B_k)`` scaled to unit volume."""
+    """The current generator ``M(θ) M0 diag(s_k B_k)`` scaled to unit volume."""
     import torch
 
     with torch.no_grad():
-        theta = torch.as_tensor(state.theta)
-        B = (_mixing(state.method, theta) @ _block_diag(state.blocks, torch.as_tensor(state.log_scales))).numpy()
+        B = _generator(state, torch.as_tensor(state.theta), torch.as_tensor(state.log_scales)).numpy()
     _, logdet = np.linalg.slogdet(B)
     return B * math.exp(-logdet / B.shape[0])
 
 
 def fusion_start(splice_lattice, *, method: str = "householder", steps: int = 1500,
                  batch: int = 1024, lr0: float = 2e-3, anneal: float = 30.0,
-                 noise: float = 1e-2, reflections: int | None = None, seed: int = 0) -> FusionState:
-    """Initial state from a spliced lattice (its provenance names components and scales)."""
+                 noise: float = 1e-2, reflections: int | None = None, seed: int = 0,
+                 mixing_fixed=None, train_mixing: bool = True) -> FusionState:
+    """Initial state from a spliced lattice (its provenance names components and scales).
+
+    ``mixing_fixed`` (an n×n invertible matrix) and ``train_mixing=False`` are for ablations
+    (see the module docstring).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}; allowed: {', '.join(METHODS)}")
     for name, v in (("steps", steps), ("batch", batch)):
@@ -148,9 +172,15 @@ def fusion_start(splice_lattice, *, method: str = "householder", steps: int = 15
         theta = np.repeat(base, 2, axis=0) + noise * rng.standard_normal((r, n))
     else:
         theta = noise * rng.standard_normal((n, n))
+    if mixing_fixed is not None:
+        mixing_fixed = np.asarray(mixing_fixed, dtype=np.float64)
+        if mixing_fixed.shape != (n, n) or not np.all(np.isfinite(mixing_fixed)):
+            raise ValueError(f"mixing_fixed must be a finite {n}×{n} matrix, got shape {mixing_fixed.shape}")
+        if abs(np.linalg.det(mixing_fixed)) < 1e-12:
+            raise ValueError("mixing_fixed must be invertible")
     return FusionState(method, blocks, list(prov.get("components", [])), theta,
                        np.asarray(log_scales), 0, int(steps), int(batch), float(lr0),
-                       float(anneal), int(seed))
+                       float(anneal), int(seed), mixing_fixed=mixing_fixed, train_mixing=bool(train_mixing))
 
 
 def _reduction(B):
@@ -173,19 +203,19 @@ def fusion_advance(state: FusionState, max_steps: int) -> FusionState:
     start = time.perf_counter()
     torch.set_num_threads(1)  # tiny matrices: threads only contend (2 shared cores)
     torch.manual_seed(state.seed * 1_000_003 + state.step)
-    theta = torch.tensor(state.theta, requires_grad=True)
+    theta = torch.tensor(state.theta, requires_grad=state.train_mixing)
     log_s = torch.tensor(state.log_scales, requires_grad=True)
-    opt = torch.optim.Adam([theta, log_s], lr=state.lr0)
-    if state.adam_m is not None:  # restore Adam moments
+    params = [theta, log_s] if state.train_mixing else [log_s]
+    opt = torch.optim.Adam(params, lr=state.lr0)
+    if state.adam_m is not None:  # restore Adam moments (flattened in the order of params)
         flat_m, flat_v = np.asarray(state.adam_m), np.asarray(state.adam_v)
-        st_theta = {"step": torch.tensor(float(state.step)),
-                    "exp_avg": torch.tensor(flat_m[:theta.numel()].reshape(theta.shape)),
-                    "exp_avg_sq": torch.tensor(flat_v[:theta.numel()].reshape(theta.shape))}
-        st_s = {"step": torch.tensor(float(state.step)),
-                "exp_avg": torch.tensor(flat_m[theta.numel():]),
-                "exp_avg_sq": torch.tensor(flat_v[theta.numel():])}
-        opt.state[theta] = st_theta
-        opt.state[log_s] = st_s
+        a = 0
+        for p in params:
+            k = p.numel()
+            opt.state[p] = {"step": torch.tensor(float(state.step)),
+                            "exp_avg": torch.tensor(flat_m[a:a + k].reshape(p.shape)),
+                            "exp_avg_sq": torch.tensor(flat_v[a:a + k].reshape(p.shape))}
+            a += k
     rng = np.random.default_rng([state.seed, state.step])
     n = theta.shape[1]
     acc, cnt = 0.0, 0
@@ -194,7 +224,7 @@ def fusion_advance(state: FusionState, max_steps: int) -> FusionState:
         lr = state.lr0 * state.anneal ** (-t / max(state.steps - 1, 1))
         for g in opt.param_groups:
             g["lr"] = lr
-        B = _mixing(state.method, theta) @ _block_diag(state.blocks, log_s)
+        B = _generator(state, theta, log_s)
         Bn = B.detach().numpy()
         if U is None or (t - state.step) % 25 == 0:
             U, Uinv, Lt = _reduction(Bn)
@@ -212,10 +242,8 @@ def fusion_advance(state: FusionState, max_steps: int) -> FusionState:
         cnt += 1
     state.theta = theta.detach().numpy().copy()
     state.log_scales = log_s.detach().numpy().copy()
-    sth, sts = opt.state[theta], opt.state[log_s]
-    state.adam_m = np.concatenate([sth["exp_avg"].numpy().ravel(), sts["exp_avg"].numpy().ravel()])
-    state.adam_v = np.concatenate([sth["exp_avg_sq"].numpy().ravel(),
-                                   sts["exp_avg_sq"].numpy().ravel()])
+    state.adam_m = np.concatenate([opt.state[p]["exp_avg"].numpy().ravel() for p in params])
+    state.adam_v = np.concatenate([opt.state[p]["exp_avg_sq"].numpy().ravel() for p in params])
     state.history.append([t_end, acc / cnt])
     state.step = t_end
     state.wall_time += time.perf_counter() - start

@@ -11,6 +11,12 @@ Allen, "On the best lattice quantizers", IEEE Trans. IT 2023).
 The Monte Carlo estimate's standard error is computed by batch means: the sample is cut into
 batches, and the spread of the batch means gives the error of their average.
 
+Long estimates (10⁷ points take hours above 24 dimensions) checkpoint: with ``state=PATH`` the
+running sums, batch means and the random generator's state are written atomically to PATH every
+``checkpoint_every`` seconds, and a later call with the same lattice and settings continues from
+there and returns exactly what an uninterrupted run would have. :func:`reestimate` uses this to
+re-estimate a saved search result on fresh points and record the new estimate in its file.
+
 The normalized second-moment *tensor* is U = E[e eᵀ] / V^{2/n} (e = x − Q(x)); for a locally optimal
 lattice it is a multiple of the identity, G·I (Zamir & Feder; Agrell & Allen, Theorem 2).
 
@@ -25,13 +31,20 @@ True
 
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NSMResult", "estimate_nsm", "sphere_bound"]
+__all__ = ["NSMResult", "estimate_nsm", "reestimate", "sphere_bound", "STATE_FORMAT"]
+
+#: format tag of an estimate's checkpoint file
+STATE_FORMAT = "latticeq.nsm-state/1"
 
 
 def sphere_bound(n: int) -> float:
@@ -76,8 +89,32 @@ class NSMResult:
                 "seed": self.seed, "tensor_deviation": self.tensor_deviation, "wall_time_s": self.wall_time_s}
 
 
+def _generator_digest(lattice) -> str:
+    B = np.ascontiguousarray(np.asarray(lattice.generator, dtype=np.float64))
+    return hashlib.sha256(B.tobytes()).hexdigest()
+
+
+def _load_state(path: Path, settings: dict):
+    """The checkpoint at ``path`` if it exists; refuses one made with other settings."""
+    if not path.exists():
+        return None
+    try:
+        st = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"unreadable NSM checkpoint {path}: {exc}; delete it to start over") from None
+    if not isinstance(st, dict) or st.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not an NSM checkpoint ({STATE_FORMAT}); delete it to start over")
+    diff = [f"{k}: checkpoint {st['settings'].get(k)!r}, now {v!r}"
+            for k, v in settings.items() if st["settings"].get(k) != v]
+    if diff:
+        raise ValueError(f"the NSM checkpoint {path} was made with other settings ({'; '.join(diff)}); "
+                         "use the same ones, or delete it to start over")
+    return st
+
+
 def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, target_stderr: float | None = None,
-                 batch: int | None = None, progress: bool = True, decoder: str = "latticeq") -> NSMResult:
+                 batch: int | None = None, progress: bool = True, decoder: str = "latticeq",
+                 state=None, checkpoint_every: float = 60.0) -> NSMResult:
     """Monte Carlo estimate of the NSM G(Λ) with its standard error.
 
     Parameters
@@ -97,6 +134,11 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
     decoder : {"latticeq", "fpylll"}
         The exact closest-point decoder: latticeq's own (catalog decoders or Schnorr–Euchner), or
         fpylll's ``CVP.closest_vector`` — an independent implementation, for cross-checks (slow).
+    state : path, optional
+        Checkpoint file (JSON): written atomically every ``checkpoint_every`` seconds and at the
+        end; if it exists, the estimate continues from it (same lattice and settings, else a
+        ValueError names the difference). Needs an integer ``seed``. The caller deletes it
+        once the result is safely stored.
     """
     from latticeq.lattice import Lattice
 
@@ -130,7 +172,31 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
     weights: list[int] = []
     S = np.zeros((n, n))
     done = 0
+    elapsed = 0.0  # seconds spent in earlier (checkpointed) calls
+    if state is not None:
+        from latticeq.io import atomic_write_json
+
+        if seed is None or int(seed) != seed:
+            raise ValueError("a checkpointed estimate needs an integer seed")
+        state = Path(state)
+        settings = {"generator_sha256": _generator_digest(lattice), "dim": n, "samples": samples,
+                    "seed": int(seed), "batch": batch, "decoder": decoder, "target_stderr": target_stderr}
+        st = _load_state(state, settings)
+        if st is not None:
+            means, weights, done = list(st["means"]), list(st["weights"]), int(st["done"])
+            S = np.asarray(st["S"], dtype=np.float64).reshape(n, n)
+            rng.bit_generator.state = st["rng"]
+            elapsed = float(st.get("elapsed", 0.0))
+
+        def save():
+            atomic_write_json(state, {"format": STATE_FORMAT, "settings": settings, "done": done,
+                                      "means": means, "weights": weights, "S": S.tolist(),
+                                      "rng": rng.bit_generator.state,
+                                      "elapsed": elapsed + time.perf_counter() - t0,
+                                      "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+                              indent=None, mkdir=True)
     t0 = time.perf_counter()
+    last_save = t0
 
     def stats():
         m = np.asarray(means)
@@ -147,8 +213,10 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
 
     label = lattice.name or f"n={n}"
     with make_progress(progress, transient=True) as bar:
-        task = bar.add_task(f"NSM {label}", total=samples)
+        task = bar.add_task(f"NSM {label}", total=samples, completed=done)
         while done < samples:
+            if target_stderr is not None and len(means) >= 10 and stats()[1] <= target_stderr:
+                break
             m = min(batch, samples - done)
             X = rng.random((m, n)) @ B
             E = X - closest(X)
@@ -159,11 +227,77 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
             if progress:
                 est, se = stats()
                 bar.update(task, completed=done, description=f"NSM {label} {est:.7f} ± {se:.1e}")
-            if target_stderr is not None and len(means) >= 10 and stats()[1] <= target_stderr:
-                break
+            if state is not None and time.perf_counter() - last_save >= checkpoint_every:
+                save()
+                last_save = time.perf_counter()
+    if state is not None:
+        save()
     nsm, se = stats()
     U = S / done / lattice.volume ** (2.0 / n)
     g = np.trace(U) / n
     dev = float(np.linalg.norm(U - g * np.eye(n)) / g)
     return NSMResult(nsm=nsm, stderr=se, samples=done, dim=n, seed=seed, tensor=U, tensor_deviation=dev,
-                     wall_time_s=time.perf_counter() - t0)
+                     wall_time_s=elapsed + time.perf_counter() - t0)
+
+
+def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "latticeq", state_dir=None,
+               checkpoint_every: float = 60.0, progress: bool = True) -> NSMResult:
+    """Re-estimate the NSM of a saved lattice (``latticeq.lattice`` JSON) on fresh points and
+    record it in the file.
+
+    With latticeq's decoder, the file's ``nsm`` and the provenance fields ``nsm``,
+    ``nsm_stderr``, ``nsm_samples`` are replaced by the new estimate (with ``nsm_seed``,
+    ``nsm_estimator``, ``nsm_time``), and the earlier estimate is kept under
+    ``provenance.previous_nsm``. With ``decoder="fpylll"`` (an independent exact decoder) the
+    estimate is a cross-check: it goes to ``provenance.crosscheck`` (with the generator's
+    SHA-256, so a later change of the generator shows) and the file's own estimate stays.
+    The file keeps its generator and is rewritten atomically, only if the generator did not
+    change while the estimate ran.
+    The estimate checkpoints to ``state_dir/<file stem>-s<seed>-n<samples>.json`` (default
+    ``.nsm-state`` beside the file), so an interrupted re-estimate resumes; the checkpoint is
+    removed once the file is written. Use a seed other than the search's, so the points are
+    fresh.
+    """
+    from latticeq import __version__
+    from latticeq.io import atomic_write_json
+    from latticeq.lattice import Lattice
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no lattice file at {path}")
+
+    def read():
+        try:
+            d = json.loads(path.read_text())
+            return d, Lattice.from_dict(d)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a readable lattice file: {exc}") from None
+
+    d, L = read()
+    state_dir = Path(state_dir) if state_dir is not None else path.parent / ".nsm-state"
+    tag = "" if decoder == "latticeq" else f"-{decoder}"
+    state = state_dir / f"{path.stem}-s{seed}-n{samples}{tag}.json"
+    r = estimate_nsm(L, samples=samples, seed=seed, progress=progress, state=state, decoder=decoder,
+                     checkpoint_every=checkpoint_every)
+    d, L2 = read()
+    digest = _generator_digest(L)
+    if _generator_digest(L2) != digest:
+        raise ValueError(f"{path} changed while its NSM was being estimated; the estimate is left in {state}")
+    prov = d.setdefault("provenance", {})
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if decoder != "latticeq":
+        prov["crosscheck"] = {"decoder": decoder, "nsm": r.nsm, "stderr": r.stderr, "samples": r.samples,
+                              "seed": seed, "generator_sha256": digest, "seconds": round(r.wall_time_s, 1),
+                              "estimator": f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})",
+                              "time": now}
+        atomic_write_json(path, d, indent=1)
+        state.unlink(missing_ok=True)
+        return r
+    prov["previous_nsm"] = {k: prov.get(k) for k in ("nsm", "nsm_stderr", "nsm_samples", "nsm_seed")}
+    prov.update({"nsm": r.nsm, "nsm_stderr": r.stderr, "nsm_samples": r.samples, "nsm_seed": seed,
+                 "nsm_estimator": f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})",
+                 "nsm_seconds": round(r.wall_time_s, 1), "nsm_time": now})
+    d["nsm"] = {"value": r.nsm, "stderr": r.stderr}
+    atomic_write_json(path, d, indent=1)
+    state.unlink(missing_ok=True)
+    return r
