@@ -106,7 +106,7 @@ def test_never_overwrites_a_better_result(tmp_path):
     (dict(dim=8, method="annealing"), "unknown method 'annealing'"),
     (dict(dim=8, method="sgd", preset="turbo"), "unknown preset 'turbo'"),
     (dict(dim=8, method="sgd", restarts=0), "restarts"),
-    (dict(dim=8, method="householder", init=np.eye(8)), "only used by method 'sgd'"),
+    (dict(dim=8, method="householder", init=np.eye(8)), "fusion starts from a splice"),
     (dict(dim=8, method="sgd", init=np.eye(7)), r"expected \(8, 8\)"),
 ])
 def test_search_bad_input(tmp_path, kw, match):
@@ -121,6 +121,15 @@ def test_sgd_search_from_init(tmp_path):
                      progress=False, workers=1)
     assert res.path.name == "n4-sgd-fused.json"
     assert abs(res.nsm - 13 / (120 * np.sqrt(2))) < 5 * res.stderr + 2e-4  # stays at D4
+
+
+def test_fusion_search_from_a_given_splice(tmp_path):
+    from latticeq.design.splice import splice
+    S = splice(["D4", "Z1"])  # not the best 5-dimensional splice (that is D5*)
+    res = run_search(5, "matrix-exp-free", init=S, name="mef-d4z1", out=tmp_path, **SMALL)
+    p = json.loads(res.path.read_text())["provenance"]
+    assert p["components"] == ["D4", "Z1"] and p["init_from"] == "splice D4×Z1"
+    assert p["splice_nsm"] == pytest.approx(S.provenance["nsm"])
 
 
 @pytest.mark.slow

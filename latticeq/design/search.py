@@ -130,7 +130,7 @@ class SearchPaused(RuntimeError):
 
 
 #: settings a resumed search must share with its checkpoint (the rest is derived)
-RESUME_KEYS = ("dim", "method", "preset", "seed", "restarts", "init", "fusion_overrides",
+RESUME_KEYS = ("dim", "method", "preset", "seed", "restarts", "init", "init_splice", "fusion_overrides",
                "sgd_overrides", "select_samples")
 
 
@@ -148,7 +148,13 @@ def _initial_state(cfg: dict, rseed: int):
 
     kw = dict(FUSION_PRESETS[cfg["preset"]])
     kw.update(cfg.get("fusion_overrides") or {})
-    return F.fusion_start(best_splice(n).lattice(), method=cfg["method"], seed=rseed, **kw)
+    if cfg.get("init_splice"):  # fusion from a given splice instead of the best one
+        from latticeq.lattice import Lattice
+
+        start = Lattice(np.asarray(cfg["init"]), provenance=dict(cfg["init_splice"]))
+    else:
+        start = best_splice(n).lattice()
+    return F.fusion_start(start, method=cfg["method"], seed=rseed, **kw)
 
 
 # ----------------------------------------------------------------------------- one restart
@@ -236,7 +242,9 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     ray : None (local processes), ``"auto"`` or a Ray address: restarts become Ray tasks.
     workers : local processes (default ``min(restarts, cpu count)``; 1 runs in-process).
     final_samples : points for the final NSM estimate (default 10^7).
-    init : starting generator for SGD (e.g. the best fused lattice; array or Lattice).
+    init : starting generator for SGD (e.g. the best fused lattice; array or Lattice); for
+        fusion, a splice (``latticeq splice --components …``: a Lattice whose provenance has
+        the components, their dims and scales) to fuse instead of the best splice.
     chunk : steps between progress updates / checkpoint opportunities (default: SGD 20000,
         fusion 50).
     checkpoints : folder holding this search's checkpoint folder (default ``{out}/.checkpoints``;
@@ -255,8 +263,15 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     validate(dim, method, preset, restarts)
     if final_samples < 2 or select_samples < 2:
         raise ValueError("final_samples and select_samples must be >= 2")
+    init_splice = None
     if init is not None and method != "sgd":
-        raise ValueError("init is only used by method 'sgd'")
+        prov0 = getattr(init, "provenance", None) or {}
+        if not all(k in prov0 for k in ("components", "dims", "scales")):
+            raise ValueError("fusion starts from a splice: init must be a lattice saved by "
+                             "'latticeq splice --components … --out FILE' (its provenance lists "
+                             "components, dims and scales)")
+        init_splice = {"components": list(prov0["components"]), "dims": list(prov0["dims"]),
+                       "scales": list(prov0["scales"]), "nsm": prov0.get("nsm")}
     if init is not None:
         G0 = np.asarray(getattr(init, "generator", init), dtype=np.float64)
         if G0.shape != (dim, dim):
@@ -277,7 +292,7 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
         log_lines = not sys.stdout.isatty()
     cfg = {"format": CHECKPOINT_FORMAT, "dim": int(dim), "method": method, "preset": preset,
            "seed": int(seed), "restarts": int(restarts), "select_samples": int(select_samples),
-           "checkpoint_every": float(checkpoint_every), "init": init,
+           "checkpoint_every": float(checkpoint_every), "init": init, "init_splice": init_splice,
            "fusion_overrides": fusion_overrides, "sgd_overrides": sgd_overrides,
            "chunk": chunk, "inner_progress": False}
     if not checkpoint_every >= 0:
@@ -327,10 +342,13 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
             "wall_time": time.time() - start,
             "optimizer_time": [r.get("wall_time") for r in records],
             "fusion_overrides": cfg["fusion_overrides"], "sgd_overrides": cfg["sgd_overrides"],
-            "init_from": None if cfg["init"] is None else "given generator",
+            "init_from": (None if cfg["init"] is None else "given generator" if not cfg["init_splice"]
+                          else "splice " + "×".join(cfg["init_splice"]["components"])),
             "latticeq": __version__,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    if method != "sgd":
+    if cfg["init_splice"]:
+        prov.update({"components": cfg["init_splice"]["components"], "splice_nsm": cfg["init_splice"]["nsm"]})
+    elif method != "sgd":
         from latticeq.design.splice import best_splice
         sp = best_splice(dim)
         prov.update({"components": list(sp.components), "splice_nsm": sp.nsm})
