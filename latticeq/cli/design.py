@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from latticeq.design.search import METHODS, PRESETS
@@ -98,7 +100,9 @@ def campaign_cmd(dims, methods, preset, restarts, seed, steps, samples, budget_h
 
 @click.command("splice")
 @click.option("--dim", "dim", type=int, default=None, help="Best splice in this dimension.")
-@click.option("--components", default=None, help="Explicit product, e.g. 'K12,Z'.")
+@click.option("--components", default=None,
+              help="Explicit product, e.g. 'K12,Z', or with saved results: 'results/lattices/n16-sgd.json,Z1' "
+                   "(a file's NSM is its recorded estimate).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Save the lattice JSON.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 def splice_cmd(dim, components, out, force):
@@ -111,7 +115,26 @@ def splice_cmd(dim, components, out, force):
 
     try:
         if components:
-            L = splice([c.strip() for c in components.split(",")], n=dim)
+            from latticeq.lattice import Lattice, catalog
+
+            parts, nsms = [], []
+            for c in (c.strip() for c in components.split(",")):
+                if c.lower().endswith(".json"):  # a saved lattice: its recorded NSM estimate
+                    if not Path(c).is_file():
+                        raise ValueError(f"no lattice file at {c}")
+                    part = Lattice.from_json(c)
+                    if part.nsm is None:
+                        raise ValueError(f"{c} records no NSM estimate; estimate it first (latticeq nsm {c} --update)")
+                    part = Lattice(part.generator, name=Path(c).stem, provenance=part.provenance, nsm=part.nsm)
+                    parts.append(part)
+                    nsms.append(part.nsm[0])
+                else:
+                    parts.append(c)
+                    nsms.append(catalog.reference_nsm(c))
+            if any(g is None for g in nsms):
+                bad = [c for c, g in zip(parts, nsms) if g is None]
+                raise ValueError(f"no reference NSM for {', '.join(map(str, bad))}")
+            L = splice(parts, n=dim, nsms=nsms)
             nsm, label = L.provenance["nsm"], L.name
         elif dim is not None:
             sp = best_splice(dim)
