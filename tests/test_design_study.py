@@ -68,3 +68,19 @@ def test_best_table_shows_the_second_decoder_and_notices_a_changed_generator(tmp
     path.write_text(json.dumps(d))
     run_study("13", results=res, out=tmp_path)
     assert "stale (generator changed since)" in (tmp_path / "best.md").read_text()
+
+
+def test_best_table_considers_every_result_of_a_dimension(tmp_path):
+    import json
+
+    res = tmp_path / "lattices"
+    Lattice(np.eye(13), nsm=(0.0705, 1e-5)).to_json(res / "n13-householder.json")
+    other = Lattice(np.eye(13), nsm=(0.0699, 1e-5), provenance={"method": "matrix-exp-free",
+                                                                 "init_from": "splice n12-x×Z1"})
+    other.to_json(res / "n13-mef-from-n12.json")
+    (res / "n13-broken.json").write_text(json.dumps({"no": "nsm"}))
+    with pytest.warns(UserWarning, match="skipping .*n13-broken.json"):
+        run_study("13", results=res, out=tmp_path)
+    row = [ln for ln in (tmp_path / "best.md").read_text().splitlines() if ln.startswith("| 13 ")][0]
+    assert "0.0699000" in row and "Matrix-Exp (free), from splice n12-x×Z1" in row
+    assert "`results/lattices/n13-mef-from-n12.json`" in row

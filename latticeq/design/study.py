@@ -15,6 +15,7 @@ import datetime as _dt
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 from latticeq.design.campaign import parse_dims
@@ -31,6 +32,9 @@ METHOD_FILES = {"householder": "householder", "matrix_exp": "matrix-exp",
 LABELS = {"householder": "Household", "matrix_exp": "Matrix-Exp (orth.)",
           "matrix_exp_free": "Matrix-Exp (free)", "sgd": "SGD (random start)",
           "sgd_fused": "SGD (from best fused)"}
+#: result-file method -> label (for results outside the study columns)
+_METHOD_LABELS = {"householder": "Household", "matrix-exp": "Matrix-Exp (orth.)",
+                  "matrix-exp-free": "Matrix-Exp (free)", "sgd": "SGD"}
 #: best known lattices (Agrell & Allen 2023) quoted for comparison
 KNOWN = {16: ("Λ16", 0.06830), 24: ("Λ24", 0.0657532)}  # Λ24 measured (catalog)
 
@@ -72,6 +76,22 @@ def collect(dims, results="results/lattices") -> list[dict]:
             r = _read_result(results / f"n{n}-{suffix}.json")
             (row[col], row[f"{col}_stderr"], row[f"{col}_samples"],
              row[f"{col}_crosscheck"]) = r if r is not None else (None,) * 4
+        # every other search result of this dimension (other starts, names): candidates for best.md
+        known = {f"n{n}-{suffix}.json" for suffix in METHOD_FILES.values()} | {f"n{n}-splice.json"}
+        row["others"] = []
+        for path in sorted(results.glob(f"n{n}-*.json")):
+            if path.name in known:
+                continue
+            try:
+                v, se, m, cc = _read_result(path)
+                prov = json.loads(path.read_text()).get("provenance") or {}
+            except ValueError as exc:
+                warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
+                continue
+            label = _METHOD_LABELS.get(prov.get("method"), str(prov.get("method", "?")))
+            if prov.get("init_from"):
+                label += f", from {prov['init_from']}"
+            row["others"].append((v, se, label, m, cc, path.name))
         rows.append(row)
     return rows
 
@@ -209,19 +229,20 @@ def best_markdown(rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         n = r["dim"]
-        cands = [(r[c], r[f"{c}_stderr"], c, r.get(f"{c}_samples"), r.get(f"{c}_crosscheck"))
-                 for c in METHOD_FILES if r[c] is not None]
+        cands = [(r[c], r[f"{c}_stderr"], LABELS[c], r.get(f"{c}_samples"), r.get(f"{c}_crosscheck"),
+                  f"n{n}-{METHOD_FILES[c]}.json") for c in METHOD_FILES if r[c] is not None]
+        cands += r.get("others", [])
         prod = f"{r['best_splice']:.7f} ({r['best_splice_components']})"
         pub = PUBLISHED.get(n)
         pub_cell = "—" if pub is None else f"{pub[0]:.6f} {pub[1]} [{pub[2]}]"
         if not cands:
             lines.append(f"| {n} | — | {prod} | — | {pub_cell} | — | — |")
             continue
-        v, se, c, m, cc = min(cands, key=lambda t: t[0])
+        v, se, label, m, cc, fname = min(cands, key=lambda t: t[0])
         pts = f"{m:.0e}".replace("e+0", "e") if isinstance(m, (int, float)) and m else "?"
         z_prod = (r["best_splice"] - v) / se if se else float("nan")
         z_pub = "—" if pub is None else (f"{(pub[0] - v) / se:+.1f}" if se else "—")
-        lines.append(f"| {n} | {v:.7f} ± {se:.7f} ({LABELS[c]}, {pts} pts; `results/lattices/n{n}-{METHOD_FILES[c]}.json`) "
+        lines.append(f"| {n} | {v:.7f} ± {se:.7f} ({label}, {pts} pts; `results/lattices/{fname}`) "
                      f"| {prod} | {z_prod:+.1f} | {pub_cell} | {z_pub} | {_crosscheck_cell(v, se, cc)} |")
     notes = [
         "",
