@@ -66,3 +66,12 @@ def test_identify_recognizes_a_numerically_optimized_bw16_by_its_theta_image():
     assert kissing_number(L, rtol=0.05) == 4320
     assert identify(L) == "BW16"
     assert identify(_disguise(catalog.get("D4"), 7, noise=1e-3)) in ("D4", "D4*")
+
+
+def test_theta_image_moves_its_cutoff_when_too_many_vectors_qualify():
+    # E8: 240 vectors of norm 2 and 2160 of norm 4 (twice the minimum)
+    full = theta_image(catalog.get("E8"), max_ratio=2.0)
+    assert len(full.norms) == 2400 and full.max_ratio == 2.0
+    cut = theta_image(catalog.get("E8"), max_ratio=2.0, max_count=1000)
+    assert cut.max_ratio == 1.5 and len(cut.norms) == 240
+    np.testing.assert_allclose(cut.norms, 1.0)

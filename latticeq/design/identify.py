@@ -23,6 +23,7 @@ class ThetaImage:
     norms: np.ndarray
     cumulative: np.ndarray
     minimum_norm: float  # at unit volume
+    max_ratio: float = 2.0  # the cutoff actually used (norms ≤ max_ratio × minimum)
 
     def shells(self, rtol: float = 0.02) -> list[tuple[float, int]]:
         """Cluster the norms into shells (gaps larger than ``rtol`` relative): (mean norm, count)."""
@@ -49,15 +50,26 @@ def _as_lattice(L):
 def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> ThetaImage:
     """Theta image: all nonzero vectors with squared norm ≤ ``max_ratio`` × minimum norm.
 
-    ``lattice``: a Lattice, a catalog name or JSON path, or a generator matrix.
+    ``lattice``: a Lattice, a catalog name or JSON path, or a generator matrix. When more than
+    ``max_count`` vectors lie below the cutoff (in 24 dimensions, Λ24 has 16 969 680 up to twice
+    its minimum), the cutoff is moved halfway towards the minimum until they fit; the image
+    records the cutoff it used (``max_ratio``).
     """
     if not max_ratio >= 1.0:
         raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
     L = _as_lattice(lattice).normalized()
     m = L.minimum_norm()
-    _, norms = L.short_vectors(m * max_ratio * (1 + 1e-9), max_count=max_count)
+    ratio = float(max_ratio)
+    while True:
+        try:
+            norms = L._short_norms(m * ratio * (1 + 1e-9), max_count=max_count)
+            break
+        except ValueError as exc:
+            if "max_count" not in str(exc) or ratio - 1.0 < 1e-6:
+                raise
+            ratio = 1.0 + (ratio - 1.0) / 2
     v = np.sort(np.asarray(norms, dtype=np.float64)) / m
-    return ThetaImage(v, np.arange(1, len(v) + 1), float(m))
+    return ThetaImage(v, np.arange(1, len(v) + 1), float(m), ratio)
 
 
 def kissing_number(lattice, rtol: float = 0.05) -> int:
@@ -96,11 +108,16 @@ def same_theta_shells(a, b, rtol: float = 0.05, shells: int = 2) -> bool:
     if A.dim != B.dim:
         return False
 
-    def inner(sh):  # shells well inside the cutoff (2 x minimum), so complete in both images
-        return [x for x in sh if x[0] <= 1.75 * sh[0][0]][:shells]
+    ia, ib = theta_image(A, max_ratio=2.0), theta_image(B, max_ratio=2.0)
+    cut = 1.0 + 0.75 * (min(ia.max_ratio, ib.max_ratio) - 1.0)
 
-    mine = inner(theta_image(A, max_ratio=2.0).shells(rtol))
-    ref = inner(theta_image(B, max_ratio=2.0).shells(1e-6))
+    def inner(sh):  # shells well inside both images' cutoffs, so complete in both
+        return [x for x in sh if x[0] <= cut * sh[0][0]][:shells]
+
+    mine = inner(ia.shells(rtol))
+    ref = inner(ib.shells(1e-6))
+    if not ref:
+        return False
     return len(ref) == len(mine) and all(
         r[1] == m[1] and abs(r[0] / ref[0][0] - m[0] / mine[0][0]) <= 5 * rtol * r[0] / ref[0][0]
         for r, m in zip(ref, mine))
