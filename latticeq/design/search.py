@@ -80,13 +80,15 @@ def _seed_for(seed: int, *keys) -> int:
 
 
 def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
-                    chunk: int = 10**6) -> tuple[float, float]:
+                    chunk: int = 10**5) -> tuple[float, float]:
     """Monte Carlo NSM ``E||e||^2 / (n V^(2/n))`` with its standard error.
 
     Points ``z B`` with ``z ~ U[0,1)^n`` are uniform modulo the lattice; the exact closest point
     comes from the core's compiled Schnorr–Euchner decoder (``decode_one``, inside
     ``_kernels.nsm_moments``) on the LLL-reduced triangular form. The
     standard error is the sample standard deviation of ``||e||^2/n`` over ``sqrt(samples)``.
+    Points are drawn in chunks of ``chunk`` (each with its own seed derived from ``seed``), and
+    the progress display updates after each (10⁶ points take ~10 minutes above 25 dimensions).
     """
     B = np.array(generator, dtype=np.float64, copy=True)
     if B.ndim != 2 or B.shape[0] != B.shape[1]:
