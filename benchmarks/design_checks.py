@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 from latticeq import __version__
-from latticeq.design import _kernels as K
 from latticeq.design import fusion as F
 from latticeq.design import sgd as S
 from latticeq.design.search import FUSION_PRESETS, estimate_nsm_mc
@@ -70,15 +69,12 @@ class Probe:
         self.Z = np.random.default_rng([seed, n]).random((PROBES, n))
 
     def __call__(self, B):
+        """The fusion loss's computation (``fusion._reduction``, closest coordinates) on the probes."""
         B = np.asarray(B, dtype=np.float64)
         n = B.shape[0]
-        R = B.copy()
-        K.lll_float(R, 0.99)  # same lattice, reduced basis: rows R = U B
-        Lt = np.linalg.cholesky(R @ R.T)
-        Q = np.linalg.solve(Lt, R)
-        X = self.Z @ B
-        ur, _, _ = closest_coords(np.ascontiguousarray(Lt), X @ Q.T)
-        E = X - ur.astype(np.float64) @ R
+        U, Uinv, Lt = F._reduction(B)
+        ur, _, _ = closest_coords(Lt, (self.Z @ Uinv) @ Lt)
+        E = (self.Z - ur @ U) @ B
         vol = abs(np.linalg.det(B))
         return float(np.mean(np.sum(E * E, axis=1)) / n / vol ** (2.0 / n))
 

@@ -115,26 +115,19 @@ def splice_cmd(dim, components, out, force):
 
     try:
         if components:
-            from latticeq.lattice import Lattice, catalog
+            from latticeq.lattice import Lattice
 
-            parts, nsms = [], []
+            parts = []
             for c in (c.strip() for c in components.split(",")):
-                if c.lower().endswith(".json"):  # a saved lattice: its recorded NSM estimate
+                if c.lower().endswith(".json"):  # a saved lattice: splice uses its recorded NSM estimate
                     if not Path(c).is_file():
                         raise ValueError(f"no lattice file at {c}")
                     part = Lattice.from_json(c)
                     if part.nsm is None:
                         raise ValueError(f"{c} records no NSM estimate; estimate it first (latticeq nsm {c} --update)")
-                    part = Lattice(part.generator, name=Path(c).stem, provenance=part.provenance, nsm=part.nsm)
-                    parts.append(part)
-                    nsms.append(part.nsm[0])
-                else:
-                    parts.append(c)
-                    nsms.append(catalog.reference_nsm(c))
-            if any(g is None for g in nsms):
-                bad = [c for c, g in zip(parts, nsms) if g is None]
-                raise ValueError(f"no reference NSM for {', '.join(map(str, bad))}")
-            L = splice(parts, n=dim, nsms=nsms)
+                    c = Lattice(part.generator, name=Path(c).stem, provenance=part.provenance, nsm=part.nsm)
+                parts.append(c)
+            L = splice(parts, n=dim)
             nsm, label = L.provenance["nsm"], L.name
         elif dim is not None:
             sp = best_splice(dim)

@@ -27,7 +27,7 @@ Ablations (the seed paper's third open check) freeze parts of this: ``train_mixi
 keeps ``M(θ)`` at its start and learns the scales only, and ``mixing_fixed=M0`` puts a fixed
 matrix in front, ``B = M(θ) · M0 · diag(s_k B_k)``. Scales only: ``matrix-exp`` with
 ``noise=0, train_mixing=False`` (``M = I``); a random orthogonal ``M0`` likewise
-(``benchmarks/design_ablations.py``).
+(``benchmarks/design_checks.py``).
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ def best_splice(n: int, table: dict[str, tuple[int, float]] | None = None,
 def splice(components, n: int | None = None, nsms=None):
     """Direct sum of catalog lattices (names or Lattice objects) with optimal scales.
 
-    ``nsms`` gives the components' NSMs when they are not catalog names with a reference NSM.
+    ``nsms`` gives the components' NSMs; by default a catalog name's reference NSM, and a
+    Lattice's recorded estimate (``L.nsm``, e.g. a saved search result).
     The result has unit volume and NSM ``prod G_k^(n_k/n)``; it carries the components, their
     scales and the predicted NSM in its provenance.
     """
@@ -150,7 +151,7 @@ def splice(components, n: int | None = None, nsms=None):
         if nsms is not None:
             gs.append(float(nsms[i]))
         else:
-            g = catalog.reference_nsm(c) if isinstance(c, str) else None
+            g = catalog.reference_nsm(c) if isinstance(c, str) else (L.nsm[0] if L.nsm is not None else None)
             if g is None:
                 raise ValueError(f"NSM of component {names[-1]!r} unknown; pass nsms=")
             gs.append(float(g))

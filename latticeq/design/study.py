@@ -57,7 +57,7 @@ def _read_result(path: Path):
             from latticeq.lattice import Lattice
 
             cc = dict(cc, current=cc.get("generator_sha256") == _generator_digest(Lattice.from_dict(d)))
-        return float(nsm["value"]), float(nsm.get("stderr", float("nan"))), prov.get("nsm_samples"), cc
+        return float(nsm["value"]), float(nsm.get("stderr", float("nan"))), prov.get("nsm_samples"), cc, prov
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise ValueError(f"{path} is not a latticeq result with an 'nsm' entry") from None
 
@@ -75,7 +75,7 @@ def collect(dims, results="results/lattices") -> list[dict]:
         for col, suffix in METHOD_FILES.items():
             r = _read_result(results / f"n{n}-{suffix}.json")
             (row[col], row[f"{col}_stderr"], row[f"{col}_samples"],
-             row[f"{col}_crosscheck"]) = r if r is not None else (None,) * 4
+             row[f"{col}_crosscheck"]) = r[:4] if r is not None else (None,) * 4
         # every other search result of this dimension (other starts, names): candidates for best.md
         known = {f"n{n}-{suffix}.json" for suffix in METHOD_FILES.values()} | {f"n{n}-splice.json"}
         row["others"] = []
@@ -83,8 +83,7 @@ def collect(dims, results="results/lattices") -> list[dict]:
             if path.name in known:
                 continue
             try:
-                v, se, m, cc = _read_result(path)
-                prov = json.loads(path.read_text()).get("provenance") or {}
+                v, se, m, cc, prov = _read_result(path)
             except ValueError as exc:
                 warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
                 continue
