@@ -28,6 +28,8 @@ KNOWN = {
     "E7*": (7, 1 / math.sqrt(2), 1.5, 56),
     "E8": (8, 1.0, 2.0, 240),
     "K12": (12, 27.0, 4.0, 756),
+    "Lambda15": (15, math.sqrt(512), 4.0, 2340),
+    "Lambda15*": (15, 1 / math.sqrt(512), 1.5, 280),
     "BW16": (16, 16.0, 4.0, 4320),
 }
 
@@ -124,12 +126,35 @@ def test_reference_nsm_values():
     assert r("E8") == pytest.approx(0.0716821, abs=1e-7)
     assert r("K12") == pytest.approx(0.0700956)
     assert r("BW16") == pytest.approx(0.06830)
+    assert r("Lambda15*") == pytest.approx(0.068872)
     assert r("Lambda24") == pytest.approx(0.0657532)  # measured; classical value kept apart
     assert catalog.CLASSICAL_NSM["LEECH"] == pytest.approx(0.065771)
     assert r("A1") == pytest.approx(1 / 12)
     assert r("E7") is None
     with pytest.raises(ValueError, match="known families"):
         r("nonsense")
+
+
+def test_lambda15_star_is_the_dual_of_lambda15_and_a_section_of_lambda16():
+    L15, D = catalog.get("L15").generator, catalog.get("Lambda15*").generator
+    assert np.allclose(D @ L15.T, np.round(D @ L15.T), atol=1e-12)  # D ⊂ Λ15*
+    assert abs(np.linalg.det(D) * np.linalg.det(L15)) == pytest.approx(1.0)  # and the whole of it
+    # Λ15 sits in Λ16 (whose integer-coordinate form is √2·Λ16) as the vectors with x₀ = 0
+    bw = catalog.get("BW16").generator * math.sqrt(2)
+    emb = np.hstack([np.zeros((15, 1)), L15 * math.sqrt(2)])
+    coeffs = np.linalg.solve(bw.T, emb.T)
+    assert np.allclose(coeffs, np.round(coeffs), atol=1e-9)
+    assert catalog.get("lambda15*").name == "Lambda15*" and catalog.get("L15").name == "Lambda15"
+
+
+def test_lambda15_star_reference_nsm_against_monte_carlo():
+    """The published Λ15* value (Agrell, Pook-Kolb & Allen) against our estimate with the sphere
+    decoder."""
+    from latticeq.design.nsm import estimate_nsm
+
+    res = estimate_nsm(catalog.get("Lambda15*"), samples=100_000, seed=3, progress=False)
+    assert abs(res.nsm - catalog.reference_nsm("L15*")) < 4 * res.stderr
+    assert catalog.reference_nsm("Lambda15") is None
 
 
 @pytest.mark.parametrize("name", ["A4", "D6", "E8"])

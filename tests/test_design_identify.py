@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from latticeq.design.identify import compare, identify, kissing_number, plot_theta_images, theta_image
+from latticeq.design.identify import (compare, identify, kissing_number, plot_theta_images, same_theta_shells,
+                                      theta_image)
 from latticeq.lattice import Lattice, catalog
 
 
@@ -66,6 +67,17 @@ def test_identify_recognizes_a_numerically_optimized_bw16_by_its_theta_image():
     assert kissing_number(L, rtol=0.05) == 4320
     assert identify(L) == "BW16"
     assert identify(_disguise(catalog.get("D4"), 7, noise=1e-3)) in ("D4", "D4*")
+
+
+def test_identify_separates_close_shells_with_a_finer_tolerance():
+    # Λ15* has 280 minimal vectors, then 2048 at 5/4 and 1710 at 4/3 of the minimum; perturbed,
+    # the second and third shells blur into one of 3758 at the default tolerance
+    C = catalog.get("Lambda15*")
+    L = _disguise(C, 8, noise=1e-4)
+    assert theta_image(L).shells(0.05)[:2][1][1] == 3758
+    assert not same_theta_shells(L, C, rtol=0.05)
+    assert identify(L) == "Lambda15*"
+    assert identify(_disguise(catalog.get("Lambda15"), 9, noise=1e-4)) == "Lambda15"
 
 
 def test_theta_image_moves_its_cutoff_when_too_many_vectors_qualify():

@@ -129,7 +129,10 @@ def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) ->
     A catalog lattice matches when it is similar within ``tol`` (:func:`compare`), or when the
     first ``shells`` shells of the two theta images have the same sizes and mean norms within
     ``5 rtol`` of each other (norms relative to the minimum) — the theta-image recognition of
-    Agrell, Pook-Kolb and Allen for numerically optimized lattices.
+    Agrell, Pook-Kolb and Allen for numerically optimized lattices. Shells of the ideal lattice
+    that lie close together (Λ15*: 2048 vectors at 1.25 and 1710 at 4/3 of the minimum) blur into
+    one in a found lattice at the default tolerance, so ``rtol``, ``rtol/2`` and ``rtol/4`` are
+    tried in turn.
     """
     from latticeq.lattice import catalog
 
@@ -138,7 +141,7 @@ def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) ->
         C = catalog.get(name)
         if C.dim != L.dim:
             continue
-        if same_theta_shells(L, C, rtol=rtol, shells=shells):
+        if any(same_theta_shells(L, C, rtol=r, shells=shells) for r in (rtol, rtol / 2, rtol / 4)):
             return name
         try:
             if compare(C, L, tol=tol):

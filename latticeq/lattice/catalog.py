@@ -13,13 +13,18 @@
   Eisenstein integers 𝓔 = Z[ω], θ = ω − ω̄ (SPLAG ch. 4 §9), scaled to minimum norm 4;
 * ``BW16`` (``Lambda16``, ``L16``, ``Barnes-Wall``) — {x ∈ Z¹⁶ : x mod 2 ∈ RM(1,4), Σx ≡ 0 (mod 4)}
   scaled by 1/√2 (minimum norm 4);
+* ``Lambda15`` (``L15``) — the laminated lattice Λ₁₅: the section of that Λ₁₆ by x₀ = 0 (minimum
+  norm 4, determinant 512, kissing number 2340; SPLAG ch. 6), and ``Lambda15*`` (``L15*``), its
+  dual, the conjectured optimal 15-dimensional quantizer (Agrell, Pook-Kolb & Allen,
+  arXiv 2401.01799);
 * ``Leech`` (``Lambda24``, ``L24``) — from the extended binary Golay code (SPLAG ch. 4 §11),
   scaled by 1/√8 (unimodular, minimum norm 4).
 
 Root lattices are in their natural scale (roots of norm 2). Lattices with a fast exact decoder carry
 it as ``Lattice.decoder``: Conway–Sloane coset decoders for the Z/A/D/E families, RM(1,4) cosets of
 2·D16 for BW16 (:func:`~latticeq.lattice.decode.conway_sloane.decode_bw16`) and Golay-code cosets for
-Leech (:func:`~latticeq.lattice.decode.conway_sloane.decode_leech`); K12 uses the sphere decoder.
+Leech (:func:`~latticeq.lattice.decode.conway_sloane.decode_leech`); K12, Λ15 and Λ15* use the
+sphere decoder.
 Every generator is an LLL-reduced basis computed from a generating set with fpylll.
 """
 
@@ -38,7 +43,8 @@ __all__ = ["get", "names", "is_name", "reference_nsm", "FAMILIES", "CLASSICAL_NS
 
 FAMILIES = (
     "Z{n} (n>=1), A{n}, A{n}* (n>=1), D{n}, D{n}* (n>=2), D{n}+ (even n>=2), E6, E6*, E7, E7*, E8, "
-    "K12 (Coxeter-Todd), BW16 (Lambda16, L16, Barnes-Wall), Leech (Lambda24, L24)"
+    "K12 (Coxeter-Todd), Lambda15, Lambda15* (L15, L15*), BW16 (Lambda16, L16, Barnes-Wall), "
+    "Leech (Lambda24, L24)"
 )
 _MAX_DIM = 512
 
@@ -54,6 +60,10 @@ _ALIASES = {
     "K12": "K12",
     "COXETER-TODD": "K12",
     "E8*": "E8",
+    "LAMBDA15": "L15",
+    "L15": "L15",
+    "LAMBDA15*": "L15*",
+    "L15*": "L15*",
 }
 
 
@@ -153,6 +163,34 @@ def _bw16_generators():
         gens.append([2 if j == 0 else (2 if j == i else 0) for j in range(16)])
         gens.append([2 if j == 0 else (-2 if j == i else 0) for j in range(16)])
     return gens
+
+
+def _lambda15_generators():
+    """Generating set of √2·Λ15 = {x ∈ Z¹⁵ : (0, x) mod 2 ∈ RM(1,4), Σx ≡ 0 mod 4}, the section
+    of √2·Λ16 by x₀ = 0. The unit vector e₀ is a minimal vector of (√2·Λ16)*, so the section has
+    determinant 2 · det Λ16 = 512 at minimum norm 4, and 2340 minimal vectors: Λ15 (SPLAG ch. 6)."""
+    gens = [[(v >> k) & 1 for v in range(1, 16)] for k in range(4)]
+    for i in range(1, 15):
+        gens.append([2 if j == 0 else (2 if j == i else 0) for j in range(15)])
+        gens.append([2 if j == 0 else (-2 if j == i else 0) for j in range(15)])
+    return gens
+
+
+def _dual_rows(B):
+    """Rows of the dual basis (B⁻ᵀ) of an integer basis B, exactly, as Fractions (Gauss–Jordan)."""
+    n = len(B)
+    # solve Bᵀ X = I: X = B⁻ᵀ, whose rows dᵢ satisfy bⱼ · dᵢ = δᵢⱼ
+    M = [[Fraction(int(B[j][i])) for j in range(n)] + [Fraction(int(i == k)) for k in range(n)]
+         for i in range(n)]
+    for c in range(n):
+        p = next(r for r in range(c, n) if M[r][c] != 0)
+        M[c], M[p] = M[p], M[c]
+        M[c] = [v / M[c][c] for v in M[c]]
+        for r in range(n):
+            if r != c and M[r][c] != 0:
+                f = M[r][c]
+                M[r] = [a - f * b for a, b in zip(M[r], M[c])]
+    return [row[n:] for row in M]
 
 
 def _eis_mul(a, b):
@@ -300,13 +338,20 @@ def _build(canon):
     if canon == "BW16":
         B = _int_basis(_bw16_generators()).astype(np.float64) / math.sqrt(2.0)
         return B, decode_bw16, "Lambda16 = {x in Z^16: x mod 2 in RM(1,4), sum = 0 mod 4} / sqrt(2)"
+    if canon in ("L15", "L15*"):
+        Bint = _int_basis(_lambda15_generators())
+        if canon == "L15":
+            return (Bint.astype(np.float64) / math.sqrt(2.0), None,
+                    "Lambda15 = {x in Z^15: (0, x) mod 2 in RM(1,4), sum = 0 mod 4} / sqrt(2)")
+        return (_rational_basis(_dual_rows(Bint)) * math.sqrt(2.0), None,
+                "Lambda15* = dual of Lambda15 = {x in Z^15: (0, x) mod 2 in RM(1,4), sum = 0 mod 4} / sqrt(2)")
     if canon == "LEECH":
         B = _int_basis(_leech_generators()).astype(np.float64) / math.sqrt(8.0)
         return B, decode_leech, "Lambda24 from the extended Golay code (SPLAG ch. 4 sec. 11) / sqrt(8)"
     raise ValueError(f"unknown lattice {canon!r}; known families: {FAMILIES}")  # pragma: no cover
 
 
-_DISPLAY = {"LEECH": "Leech", "BW16": "BW16", "K12": "K12"}
+_DISPLAY = {"LEECH": "Leech", "BW16": "BW16", "K12": "K12", "L15": "Lambda15", "L15*": "Lambda15*"}
 
 
 def get(name):
@@ -333,7 +378,7 @@ def names():
     """Representative catalog names (the numeric families accept any n in their range)."""
     return [
         "Z1", "Z2", "Z8", "A2", "A3", "A2*", "A3*", "D3", "D4", "D5", "D4*", "D5*", "D6+", "D8+",
-        "E6", "E6*", "E7", "E7*", "E8", "K12", "BW16", "Leech",
+        "E6", "E6*", "E7", "E7*", "E8", "K12", "Lambda15", "Lambda15*", "BW16", "Leech",
     ]
 
 
@@ -350,6 +395,8 @@ _REF = {
     "D3*": 19 / (192 * 2 ** (1 / 3)),
     "K12": 0.0700956,
     "BW16": 0.06830,
+    # Λ15*: numerical value of Agrell, Pook-Kolb & Allen (arXiv 2401.01799), checked by a test
+    "L15*": 0.068872,
     # Λ24: measured by latticeq (the classical 0.065771 of Conway & Sloane, a 1984 Monte Carlo
     # estimate, is ~1.8e-5 high; see LEECH_NSM_MEASUREMENT)
     "LEECH": 0.0657532,
@@ -402,7 +449,7 @@ def reference_nsm(name, *, strict: bool = True):
 
     Exact values: Zⁿ 1/12; Aₙ (n+1)^(−1/n)(1/12 + 1/(6(n+1))); Dₙ 2^(−2/n)(1/12 + 1/(2n(n+1)));
     A₂* = A₂; A₃* = D₃* 19/(192·2^(1/3)); D₃ = A₃; D₄ = D₄* 13/(120√2); D₅* 2641/(23040·2^(3/5)); E₆* 12619/(68040·3^(5/6));
-    E₇* 21361/(161280·2^(6/7)); E₈ 929/12960. Numerical: K12 ≈ 0.0700956, Λ16 ≈ 0.06830,
+    E₇* 21361/(161280·2^(6/7)); E₈ 929/12960. Numerical: K12 ≈ 0.0700956, Λ15* ≈ 0.068872, Λ16 ≈ 0.06830,
     Λ24 ≈ 0.0657532 ± 1.6e-6 (measured by latticeq, :data:`LEECH_NSM_MEASUREMENT`; the classical
     value 0.065771 is in :data:`CLASSICAL_NSM`). Similar lattices share a value (A₁ = A₁* = D₂ = D₂* ≅ Z).
     """
