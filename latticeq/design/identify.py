@@ -107,8 +107,11 @@ def same_theta_shells(a, b, rtol: float = 0.05, shells: int = 2) -> bool:
     A, B = _as_lattice(a), _as_lattice(b)
     if A.dim != B.dim:
         return False
+    return _shells_agree(theta_image(A, max_ratio=2.0), theta_image(B, max_ratio=2.0), rtol, shells)
 
-    ia, ib = theta_image(A, max_ratio=2.0), theta_image(B, max_ratio=2.0)
+
+def _shells_agree(ia: ThetaImage, ib: ThetaImage, rtol: float, shells: int) -> bool:
+    """:func:`same_theta_shells` on computed theta images (``ib`` the reference)."""
     cut = 1.0 + 0.75 * (min(ia.max_ratio, ib.max_ratio) - 1.0)
 
     def inner(sh):  # shells well inside both images' cutoffs, so complete in both
@@ -137,11 +140,14 @@ def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) ->
     from latticeq.lattice import catalog
 
     L = _as_lattice(lattice)
+    image = None  # the found lattice's theta image, computed once for every candidate
     for name in catalog.names():
         C = catalog.get(name)
         if C.dim != L.dim:
             continue
-        if any(same_theta_shells(L, C, rtol=r, shells=shells) for r in (rtol, rtol / 2, rtol / 4)):
+        image = theta_image(L, max_ratio=2.0) if image is None else image
+        ref = theta_image(C, max_ratio=2.0)
+        if any(_shells_agree(image, ref, r, shells) for r in (rtol, rtol / 2, rtol / 4)):
             return name
         try:
             if compare(C, L, tol=tol):
