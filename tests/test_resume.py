@@ -113,3 +113,17 @@ def test_an_unreadable_earlier_result_is_kept_not_overwritten(tmp_path):
     with pytest.warns(UserWarning, match="not a readable lattice result"):
         res = run_search(4, "sgd", out=tmp_path, sgd_overrides={"steps": 500}, **SMALL)
     assert res.path.name == "n4-sgd.1.json" and bad.read_text() == "{broken"
+
+
+def test_campaign_shares_one_pool_across_dimensions(tmp_path):
+    """With two workers and one restart per dimension, dimension 5 starts while 4 still runs
+    (one shared pool, not one search after another), and the lattices equal those of a
+    one-task-at-a-time campaign."""
+    kw = dict(methods=["sgd"], steps=20000, samples=2000, checkpoint_every=0.0, progress=False)
+    pooled = run_campaign("4-5", state=tmp_path / "p", out=tmp_path / "rp", workers=2, **kw)
+    serial = run_campaign("4-5", state=tmp_path / "s", out=tmp_path / "rs", workers=1, **kw)
+    t, u = pooled["tasks"], serial["tasks"]
+    assert t["n5-sgd"]["started"] < t["n4-sgd"]["finished"]
+    assert u["n5-sgd"]["started"] >= u["n4-sgd"]["finished"]
+    for key in ("n4-sgd", "n5-sgd"):
+        assert pooled["tasks"][key]["nsm"] == serial["tasks"][key]["nsm"]

@@ -74,7 +74,7 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
               help="Campaign folder (settings, task states, checkpoints); commit it to resume elsewhere.")
 @click.option("--resume", is_flag=True, help="Continue the campaign in --state.")
 @click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes per search.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes shared by all dimensions (default: every core; 1: one task at a time, in-process).")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Seconds.")
 def campaign_cmd(dims, methods, preset, restarts, seed, steps, samples, budget_hours, out, state,
                  resume, ray_address, workers, checkpoint_every):

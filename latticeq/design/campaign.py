@@ -11,6 +11,11 @@ session stopped):
 * ``checkpoints/n{N}-{method}/`` — the running search's checkpoints (optimizer state of every
   restart, saved every ``checkpoint_every`` seconds).
 
+Tasks run concurrently, in dimension order, on one shared pool of ``workers`` processes (or on
+Ray): the restarts of the next task queue behind those of the current one and take each core
+it frees, so no core idles while a dimension's last restart finishes. ``campaign.json``
+records when each task started and finished.
+
 ``resume=True`` skips finished tasks and continues the running one from its checkpoint; a
 campaign resumed with other settings is refused, naming each difference. With
 ``budget_hours`` the campaign checkpoints and stops once the budget is spent (a later resume
@@ -20,14 +25,20 @@ never overwritten (see :func:`latticeq.design.search.run_search`).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import datetime as _dt
+import multiprocessing as mp
+import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
 from latticeq.design.search import METHODS, PRESETS, SearchPaused, run_search
 from latticeq.io import atomic_write_json
+from latticeq.progress import make_progress
 
 __all__ = ["parse_dims", "run_campaign", "CAMPAIGN_FORMAT", "SETTINGS"]
 
@@ -81,6 +92,10 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
     out : result folder.  state : campaign folder (``campaign.json`` and ``checkpoints/``).
     resume : continue the campaign in ``state``; without it an existing campaign is an error.
     budget_hours : stop (checkpointed) after this much wall time; ``None`` runs to the end.
+    ray : None (local processes) or ``"auto"`` / a Ray address: every restart is a Ray task and
+        all tasks are submitted at once.
+    workers : local processes shared by all tasks (default: every core); 1 runs one task at a
+        time in this process.
     progress : rich progress bars (default: when stdout is a terminal; otherwise one plain
         line per checkpoint and per task).
     """
@@ -138,21 +153,31 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
     deadline = None if budget_hours is None else t0 + budget_hours * 3600.0
     overrides = None if steps is None else {"steps": steps}
     tasks = [(d, m) for d in dims for m in methods]
-    started = False
-    for i, (d, m) in enumerate(tasks, 1):
+    pending = [(i, d, m) for i, (d, m) in enumerate(tasks, 1)
+               if record["tasks"].get(f"n{d}-{m}", {}).get("status") != "done"]
+    lock = threading.Lock()  # guards `record` and its file
+    failed: list[tuple[str, BaseException]] = []
+    first = pending[0][0] if pending else None
+
+    def save(key, entry):
+        with lock:
+            record["tasks"][key] = entry
+            atomic_write_json(record_path, record)
+
+    def run_task(i, d, m, pool, bar):
         key = f"n{d}-{m}"
-        if record["tasks"].get(key, {}).get("status") == "done":
-            continue
-        if deadline is not None and time.time() >= deadline and started:
+        if failed:
+            return  # another task failed: start nothing new
+        # every call works on at least one task, so that a resume always progresses
+        if deadline is not None and time.time() >= deadline and i != first:
             _log(f"budget of {budget_hours:g} h reached before {key}; --resume continues")
-            break
-        started = True  # every call works on at least one task, so a resume always progresses
+            return
         ckdir = state / "checkpoints" / key
         again = ckdir.exists() and any(ckdir.iterdir())
         _log(f"task {i}/{len(tasks)}: {key} ({'resuming' if again else 'starting'}; preset {preset}, "
              f"{restarts} restart(s))")
-        record["tasks"][key] = {"status": "running"}
-        atomic_write_json(record_path, record)
+        begun = _now()
+        save(key, {"status": "running", "started": begun})
         try:
             res = run_search(d, m, preset=preset, restarts=restarts, seed=seed, out=out,
                              resume=again, ray=ray, workers=workers, final_samples=samples,
@@ -160,16 +185,54 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
                              sgd_overrides=overrides if m == "sgd" else None,
                              checkpoint_every=checkpoint_every, progress=progress,
                              checkpoints=state / "checkpoints", deadline=deadline,
-                             log_lines=not progress)
+                             log_lines=not progress, pool=pool, bar=bar)
         except SearchPaused as exc:
             _log(str(exc))
-            record["tasks"][key] = {"status": "paused"}
-            atomic_write_json(record_path, record)
-            break
-        record["tasks"][key] = {"status": "done", "result": str(res.path), "nsm": res.nsm,
-                                "stderr": res.stderr, "samples": res.samples,
-                                "restart_nsms": res.restart_nsms, "wall_time": res.wall_time}
-        atomic_write_json(record_path, record)
+            save(key, {"status": "paused", "started": begun})
+            return
+        except BaseException as exc:
+            _log(f"{key} failed: {type(exc).__name__}: {exc}")
+            save(key, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "started": begun})
+            failed.append((key, exc))
+            return
+        save(key, {"status": "done", "result": str(res.path), "nsm": res.nsm, "stderr": res.stderr,
+                   "samples": res.samples, "restart_nsms": res.restart_nsms,
+                   "wall_time": res.wall_time, "started": begun, "finished": _now()})
         _log(f"{key}: NSM {res.nsm:.7f} ± {res.stderr:.7f} ({res.samples} samples, "
              f"{res.wall_time:.0f} s) -> {res.path}")
+
+    nw = workers if workers is not None else (os.cpu_count() or 1)
+    if ray is not None:
+        import ray as _ray
+
+        if not _ray.is_initialized():  # once, before the tasks' threads
+            _ray.init(address=ray, ignore_reinit_error=True, log_to_driver=False)
+    with contextlib.ExitStack() as stack:
+        # one display and one process pool for the whole campaign: while the last restarts of a
+        # dimension run, the first ones of the next take the free cores
+        bar = stack.enter_context(make_progress(True)) if progress else None
+        pool = None
+        if ray is None and nw > 1:
+            pool = stack.enter_context(cf.ProcessPoolExecutor(max_workers=nw, mp_context=mp.get_context("spawn")))
+        threads = stack.enter_context(cf.ThreadPoolExecutor(max_workers=_in_flight(ray, nw, restarts, len(pending))))
+        for job in [threads.submit(run_task, i, d, m, pool, bar) for i, d, m in pending]:
+            job.result()
+    if failed:
+        key, exc = failed[0]
+        raise exc
     return record
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _in_flight(ray, workers: int, restarts: int, tasks: int) -> int:
+    """How many tasks run at once: enough that their restarts keep every worker busy (one task
+    more than fills them, so the next dimension starts as the last restarts of one finish), all
+    of them on Ray (its scheduler queues what the cluster cannot run yet), one on a single worker."""
+    if ray is not None:
+        return max(1, tasks)
+    if workers <= 1:
+        return 1
+    return max(1, min(tasks, -(-workers // restarts) + 1))

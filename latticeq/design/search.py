@@ -18,6 +18,7 @@ once the result file is written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -79,8 +80,27 @@ def _seed_for(seed: int, *keys) -> int:
                % (2**31 - 1))
 
 
+@contextlib.contextmanager
+def _display(bar, progress: bool):
+    """The shared display ``bar`` when given (left open), else a new transient one."""
+    if bar is not None:
+        yield bar
+        return
+    from latticeq.progress import make_progress
+
+    with make_progress(progress, transient=True) as own:
+        yield own
+
+
+def _drop(bar, task) -> None:
+    """Take a finished row off a display (rich bars only; plain lines have nothing to remove)."""
+    remove = getattr(bar, "remove_task", None)
+    if remove is not None:
+        remove(task)
+
+
 def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
-                    chunk: int = 10**5) -> tuple[float, float]:
+                    chunk: int = 10**5, bar=None) -> tuple[float, float]:
     """Monte Carlo NSM ``E||e||^2 / (n V^(2/n))`` with its standard error.
 
     Points ``z B`` with ``z ~ U[0,1)^n`` are uniform modulo the lattice; the exact closest point
@@ -89,6 +109,8 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     standard error is the sample standard deviation of ``||e||^2/n`` over ``sqrt(samples)``.
     Points are drawn in chunks of ``chunk`` (each with its own seed derived from ``seed``), and
     the progress display updates after each (10⁶ points take ~10 minutes above 25 dimensions).
+    ``bar``: a display already on screen (from :func:`latticeq.progress.make_progress`) to add
+    this estimate's row to, instead of opening one (``progress`` is then ignored).
     """
     B = np.array(generator, dtype=np.float64, copy=True)
     if B.ndim != 2 or B.shape[0] != B.shape[1]:
@@ -98,9 +120,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
     s1 = s2 = 0.0
     done = 0
-    from latticeq.progress import make_progress
-
-    with make_progress(progress, transient=True) as bar:
+    with _display(bar, progress) as bar:
         task = bar.add_task(f"NSM n={B.shape[0]}", total=samples)
         i = 0
         while done < samples:
@@ -111,6 +131,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
             done += m
             i += 1
             bar.update(task, completed=done, description=f"NSM n={B.shape[0]} ≈{s1 / done:.7f}")
+        _drop(bar, task)
     mean = s1 / samples
     var = max(s2 / samples - mean * mean, 0.0) * samples / (samples - 1)
     return mean, math.sqrt(var / samples)
@@ -230,7 +251,7 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
                init=None, name: str | None = None, fusion_overrides: dict | None = None,
                sgd_overrides: dict | None = None, chunk: int | None = None,
                progress: bool = True, checkpoints=None, deadline: float | None = None,
-               log_lines: bool | None = None) -> SearchResult:
+               log_lines: bool | None = None, pool=None, bar=None) -> SearchResult:
     """Search for a good lattice quantizer in dimension ``dim`` with ``method``.
 
     Parameters
@@ -255,6 +276,11 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
         :class:`SearchPaused` (``resume=True`` continues it).
     log_lines : print one plain line per checkpoint (default: when stdout is not a terminal,
         where a progress bar shows nothing).
+    pool : a ``concurrent.futures`` process pool shared with other searches (campaigns pass one,
+        so that the restarts of several dimensions queue for the same cores); ``workers`` is then
+        ignored. The pool's processes must be started with ``spawn``.
+    bar : a display already on screen to add this search's rows to (see
+        :func:`latticeq.progress.make_progress`), instead of opening one.
 
     Raises
     ------
@@ -328,12 +354,13 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
             if rec.get("status") not in ("running", "done"):
                 raise ValueError(f"corrupt restart checkpoint {p}: no valid status")
     nw = workers if workers is not None else min(cfg["restarts"], os.cpu_count() or 1)
-    records = _dispatch(cfg, paths, ray, nw, progress)
+    records = _dispatch(cfg, paths, ray, nw, progress, pool=pool, bar=bar)
 
     best = min(records, key=lambda r: r["quick_nsm"])
     G = np.asarray(best["generator"])
     # the final estimate can take an hour at n ≥ 30: in a log (no terminal) it reports plain lines
-    nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress or log_lines)
+    nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress or log_lines,
+                              bar=bar)
     from latticeq.lattice import Lattice
 
     prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),
@@ -403,11 +430,12 @@ def _save_splice(dim, result_path, version) -> SearchResult:
                         np.asarray(L.generator))
 
 
-def _dispatch(cfg, paths, ray_address, workers, progress) -> list[dict]:
-    """Run the restarts in-process, in local processes or as Ray tasks; poll for progress."""
+def _dispatch(cfg, paths, ray_address, workers, progress, pool=None, bar=None) -> list[dict]:
+    """Run the restarts in-process, in local processes (a pool of ``workers``, or the shared
+    ``pool``) or as Ray tasks; poll their checkpoints for progress."""
     n_total = len(paths)
-    if ray_address is None and workers <= 1:
-        cfg = dict(cfg, inner_progress=progress)
+    if pool is None and ray_address is None and workers <= 1:
+        cfg = dict(cfg, inner_progress=progress and bar is None)
         return [_restart_task(cfg, i, p) for i, p in enumerate(paths)]
 
     def poll():
@@ -429,38 +457,41 @@ def _dispatch(cfg, paths, ray_address, workers, progress) -> list[dict]:
                     nsms.append(rec["running_nsm"])
         return steps, (min(nsms) if nsms else float("nan"))
 
-    from latticeq.progress import make_progress
-
     def show(bar, task):
         s, best = poll()
         bar.update(task, completed=s, description=f"{cfg['method']} n={cfg['dim']} NSM≈{best:.6f}")
 
-    with make_progress(progress, transient=True) as bar:
+    with _display(bar, progress) as bar:
         task = bar.add_task(f"{cfg['method']} n={cfg['dim']}", total=n_total)
-        if ray_address is not None:
-            import ray
+        try:
+            if ray_address is not None:
+                import ray
 
-            if not ray.is_initialized():
-                ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
-            remote = ray.remote(num_cpus=1)(_restart_task)
-            refs = [remote.remote(cfg, i, p) for i, p in enumerate(paths)]
-            records = {}
-            while refs:
-                ready, refs = ray.wait(refs, num_returns=1, timeout=2.0)
-                for r in ready:
-                    rec = ray.get(r)
-                    records[rec["index"]] = rec
-                show(bar, task)
-            return [records[i] for i in sorted(records)]
-        import concurrent.futures as cf
-        import multiprocessing as mp
+                if not ray.is_initialized():
+                    ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
+                remote = ray.remote(num_cpus=1)(_restart_task)
+                refs = [remote.remote(cfg, i, p) for i, p in enumerate(paths)]
+                records = {}
+                while refs:
+                    ready, refs = ray.wait(refs, num_returns=1, timeout=2.0)
+                    for r in ready:
+                        rec = ray.get(r)
+                        records[rec["index"]] = rec
+                    show(bar, task)
+                return [records[i] for i in sorted(records)]
+            import concurrent.futures as cf
+            import multiprocessing as mp
 
-        cfg = dict(cfg, parent_pid=os.getpid())  # workers stop when this process dies
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-            futs = [ex.submit(_restart_task, cfg, i, p) for i, p in enumerate(paths)]
-            while True:
-                _, notdone = cf.wait(futs, timeout=2.0)
-                show(bar, task)
-                if not notdone:
-                    break
-            return [f.result() for f in futs]
+            cfg = dict(cfg, parent_pid=os.getpid())  # workers stop when this process dies
+            with contextlib.ExitStack() as stack:
+                ex = pool if pool is not None else stack.enter_context(
+                    cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
+                futs = [ex.submit(_restart_task, cfg, i, p) for i, p in enumerate(paths)]
+                while True:
+                    _, notdone = cf.wait(futs, timeout=2.0)
+                    show(bar, task)
+                    if not notdone:
+                        break
+                return [f.result() for f in futs]
+        finally:
+            _drop(bar, task)
