@@ -23,7 +23,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 
 from latticeq.design import _kernels as K
 from latticeq.design.sgd import PRESETS, random_reduced_generator, sgd_python_step_reference

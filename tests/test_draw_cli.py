@@ -93,9 +93,9 @@ def test_unwritable_directory(tmp_path):
 
 
 def test_unwritable_directory_reported(tmp_path, monkeypatch):
-    import latticeq.draw._io as io_mod
+    import os
 
-    real = io_mod.os.access
-    monkeypatch.setattr(io_mod.os, "access", lambda p, mode: False if mode == io_mod.os.W_OK else real(p, mode))
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if mode == os.W_OK else real(p, mode))
     r = run("voronoi", "A2", "--out", tmp_path / "a.png")
     assert r.exit_code != 0 and "not writable" in r.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from latticeq.io import atomic_write_bytes  # noqa: F401  (html.py imports it from here)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latticeq.draw._io import new_figure, save_figure
+from latticeq.draw._io import save_figure
 
 
 @functools.lru_cache(maxsize=None)
@@ -583,7 +583,7 @@ def plot_gptq(pic: StepsPicture, out, *, title: str | None = None):
     half = (2.0 if dim == 2 else 0.5) * (hi - lo).max()
     normal_span = np.eye(dim)[1:]
     _plane_patch(ax, np.where(np.arange(dim) == 0, q[0], M[0]), normal_span, half, _C_GPTQ, 0.9, dim)
-    ax.plot([], [], color=_C_GPTQ, lw=1.2, label=f"hyperplane v₁ = q₁ (first column rounded)")
+    ax.plot([], [], color=_C_GPTQ, lw=1.2, label="hyperplane v₁ = q₁ (first column rounded)")
     _scatter(ax, M[0], dim, marker="*", ms=13, color=_C_T, label="weights w")
     for k in range(dim):
         _arrow(ax, M[k], M[k + 1], _C_GPTQ, lw=1.6, dim=dim,

@@ -251,7 +251,6 @@ def _closest(lattice, G, X, radius):
 def lattice_points_in_box(G, lo, hi) -> np.ndarray:
     """All lattice points u @ G with lo <= point <= hi (componentwise)."""
     G = np.asarray(G, dtype=np.float64)
-    n = G.shape[0]
     corners = np.array(list(itertools.product(*zip(lo, hi))))
     coords = corners @ np.linalg.inv(G)
     ulo, uhi = np.floor(coords.min(axis=0)) - 1, np.ceil(coords.max(axis=0)) + 1

@@ -67,7 +67,6 @@ def lll(B, delta: float = 0.99, *, use_fpylll: bool | None = None) -> tuple[np.n
     B = _validate_basis(B)
     if not 0.25 < delta < 1.0:
         raise ValueError(f"delta must lie in (1/4, 1), got {delta}")
-    n = B.shape[0]
     s = np.linalg.svd(B, compute_uv=False)  # (a determinant test would underflow for tiny bases)
     if s[-1] == 0.0 or s[-1] < 1e-13 * s[0]:
         raise ValueError("basis is (numerically) singular: the rows must be linearly independent")

@@ -398,7 +398,6 @@ def _short_enum(Lt, radius2, max_count, want_coords, coords, norms):
     umax = np.zeros(n, dtype=np.int64)
     ctr = np.zeros(n, dtype=np.float64)
     dist = np.zeros(n + 1, dtype=np.float64)
-    S = np.zeros((n, n + 1), dtype=np.float64)
     count = 0
     overflow = False
     eps = 1e-9 * max(radius2, 1.0)
