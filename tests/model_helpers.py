@@ -6,17 +6,24 @@ Not a test module itself (no ``test_`` prefix); imported by tests/test_model_*.p
 from __future__ import annotations
 
 
-def byte_tokenizer():
-    """A real fast tokenizer with one token per UTF-8 byte (byte-level BPE without merges)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def byte_tokenizer(bos: bool = False):
+    """A real fast tokenizer with one token per UTF-8 byte (byte-level BPE without merges);
+    ``bos=True`` adds a ``<bos>`` token (id 256) that it puts before every text, as Gemma's does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    if bos:
+        vocab["<bos>"] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok)
+    if not bos:
+        return PreTrainedTokenizerFast(tokenizer_object=tok)
+    tok.add_special_tokens(["<bos>"])
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>")
 
 
 def tiny_llama(seed: int = 0, layers: int = 2, vocab: int = 256):

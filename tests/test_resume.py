@@ -127,3 +127,27 @@ def test_campaign_shares_one_pool_across_dimensions(tmp_path):
     assert u["n5-sgd"]["started"] >= u["n4-sgd"]["finished"]
     for key in ("n4-sgd", "n5-sgd"):
         assert pooled["tasks"][key]["nsm"] == serial["tasks"][key]["nsm"]
+
+
+def test_campaign_tasks_queue_their_restarts_in_task_order():
+    """Task 1's thread may be ready first; its restarts still queue after task 0's."""
+    import threading
+
+    from latticeq.design.campaign import _Turns
+
+    order = []
+
+    class Pool:
+        def submit(self, fn, *args):
+            order.append(fn(*args))
+
+    turns = _Turns(Pool())
+    late = threading.Thread(target=lambda: [turns.view(1).submit(lambda: "task 1"), turns.view(1).submitted()])
+    late.start()
+    late.join(timeout=0.3)
+    assert late.is_alive() and order == []  # waiting for task 0
+    turns.view(0).submit(lambda: "task 0, restart 0")
+    turns.view(0).submit(lambda: "task 0, restart 1")
+    turns.view(0).submitted()
+    late.join(timeout=5)
+    assert order == ["task 0, restart 0", "task 0, restart 1", "task 1"]

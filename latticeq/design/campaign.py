@@ -164,7 +164,14 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
             record["tasks"][key] = entry
             atomic_write_json(record_path, record)
 
-    def run_task(i, d, m, pool, bar):
+    def run_task(j, i, d, m, turns, bar):
+        try:
+            _run_task(i, d, m, None if turns is None else turns.view(j), bar)
+        finally:
+            if turns is not None:
+                turns.release(j)  # also when the task ended before submitting anything
+
+    def _run_task(i, d, m, pool, bar):
         key = f"n{d}-{m}"
         if failed:
             return  # another task failed: start nothing new
@@ -211,16 +218,56 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
         # one display and one process pool for the whole campaign: while the last restarts of a
         # dimension run, the first ones of the next take the free cores
         bar = stack.enter_context(make_progress(True)) if progress else None
-        pool = None
+        turns = None
         if ray is None and nw > 1:
-            pool = stack.enter_context(cf.ProcessPoolExecutor(max_workers=nw, mp_context=mp.get_context("spawn")))
+            turns = _Turns(stack.enter_context(
+                cf.ProcessPoolExecutor(max_workers=nw, mp_context=mp.get_context("spawn"))))
         threads = stack.enter_context(cf.ThreadPoolExecutor(max_workers=_in_flight(ray, nw, restarts, len(pending))))
-        for job in [threads.submit(run_task, i, d, m, pool, bar) for i, d, m in pending]:
+        for job in [threads.submit(run_task, j, i, d, m, turns, bar) for j, (i, d, m) in enumerate(pending)]:
             job.result()
     if failed:
         key, exc = failed[0]
         raise exc
     return record
+
+
+class _Turns:
+    """The shared process pool, handed to the tasks' threads in task order: task ``j`` submits its
+    restarts only after tasks ``0 … j−1`` have submitted theirs (or ended), so the pool's queue,
+    which it serves first in first out, holds the restarts in dimension order whichever thread
+    happens to get ready first."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.cv = threading.Condition()
+        self.released: set[int] = set()
+
+    def view(self, j: int) -> "_Turn":
+        return _Turn(self, j)
+
+    def wait(self, j: int) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: all(k in self.released for k in range(j)))
+
+    def release(self, j: int) -> None:
+        with self.cv:
+            self.released.add(j)
+            self.cv.notify_all()
+
+
+class _Turn:
+    """Task ``j``'s handle on the pool: ``submit`` waits for its turn; ``submitted()`` (called by
+    :func:`latticeq.design.search.run_search` once all its restarts are queued) passes the turn on."""
+
+    def __init__(self, turns: _Turns, j: int):
+        self.turns, self.j = turns, j
+
+    def submit(self, fn, *args, **kwargs):
+        self.turns.wait(self.j)
+        return self.turns.pool.submit(fn, *args, **kwargs)
+
+    def submitted(self) -> None:
+        self.turns.release(self.j)
 
 
 def _now() -> str:

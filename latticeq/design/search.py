@@ -278,7 +278,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
         where a progress bar shows nothing).
     pool : a ``concurrent.futures`` process pool shared with other searches (campaigns pass one,
         so that the restarts of several dimensions queue for the same cores); ``workers`` is then
-        ignored. The pool's processes must be started with ``spawn``.
+        ignored. The pool's processes must be started with ``spawn``. If it has a
+        ``submitted()`` method, that is called once all restarts are submitted.
     bar : a display already on screen to add this search's rows to (see
         :func:`latticeq.progress.make_progress`), instead of opening one.
 
@@ -487,6 +488,8 @@ def _dispatch(cfg, paths, ray_address, workers, progress, pool=None, bar=None) -
                 ex = pool if pool is not None else stack.enter_context(
                     cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
                 futs = [ex.submit(_restart_task, cfg, i, p) for i, p in enumerate(paths)]
+                if hasattr(ex, "submitted"):  # a campaign's shared pool: let the next task queue
+                    ex.submitted()
                 while True:
                     _, notdone = cf.wait(futs, timeout=2.0)
                     show(bar, task)

@@ -131,11 +131,37 @@ def tokenize_text(tokenizer, text: str):
     return torch.tensor(ids, dtype=torch.long)
 
 
+def window_prefix(tokenizer) -> list[int]:
+    """The tokens every calibration and evaluation window starts with.
+
+    ``[BOS]`` when the tokenizer puts its BOS token before every text it encodes (Gemma's does:
+    Gemma is trained on sequences that start with ``<bos>``, and scores ~50× worse without it),
+    so that each window is a sequence as the model's authors feed it; ``[]`` otherwise
+    (GPT-2-style byte-level BPE such as SmolLM2's, which add nothing: windows are raw text
+    tokens, as in GPTQ).
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    ids = tokenizer("a")["input_ids"]
+    return [int(bos)] if len(ids) > 0 and ids[0] == bos else []
+
+
+def window_layout(tokenizer, seqlen) -> tuple[list[int], int]:
+    """``(prefix, body)``: each window of ``seqlen`` tokens is the prefix followed by ``body``
+    consecutive text tokens. Raises ValueError for a seqlen that leaves no text token."""
+    if isinstance(seqlen, bool) or not isinstance(seqlen, (int, np.integer)) or seqlen < 2:
+        raise ValueError(f"seqlen must be an integer ≥ 2, got {seqlen!r}")
+    prefix = window_prefix(tokenizer)
+    return prefix, int(seqlen) - len(prefix)
+
+
 def calibration_windows(tokenizer, texts=None, nsamples: int = 128, seqlen: int = 512, seed: int = 0):
     """Random calibration windows of consecutive tokens, as GPTQ draws them.
 
-    Window ``i`` is ``ids[s_i : s_i + seqlen]`` with ``s_i`` uniform on
-    ``{0, ..., len(ids) - seqlen - 1}``, drawn from ``numpy.random.default_rng(seed)``.
+    Window ``i`` is ``prefix + ids[s_i : s_i + body]`` with ``s_i`` uniform on
+    ``{0, ..., len(ids) - body - 1}``, drawn from ``numpy.random.default_rng(seed)``; the
+    prefix is :func:`window_prefix` (empty for most tokenizers, then ``body = seqlen``).
 
     Parameters
     ----------
@@ -157,22 +183,24 @@ def calibration_windows(tokenizer, texts=None, nsamples: int = 128, seqlen: int 
     ValueError
         If N or L is invalid, or the corpus has fewer than N × L tokens.
     """
+    prefix, body = window_layout(tokenizer, seqlen)
     ids = tokenize_text(tokenizer, read_texts(texts))
-    starts = _calibration_starts(ids.numel(), nsamples, seqlen, seed)
-    return _stack(ids, starts, seqlen)
+    starts = _calibration_starts(ids.numel(), nsamples, body, seed)
+    return _stack(ids, starts, body, prefix)
 
 
-def _stack(ids, starts, seqlen: int):
+def _stack(ids, starts, body: int, prefix=()):
     import torch
 
-    return torch.stack([ids[s : s + seqlen] for s in np.asarray(starts).tolist()])
+    head = torch.tensor(list(prefix), dtype=ids.dtype)
+    return torch.stack([torch.cat([head, ids[s : s + body]]) for s in np.asarray(starts).tolist()])
 
 
 def _calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> np.ndarray:
     if not isinstance(nsamples, (int, np.integer)) or isinstance(nsamples, bool) or nsamples < 1:
         raise ValueError(f"nsamples must be a positive integer, got {nsamples!r}")
-    if not isinstance(seqlen, (int, np.integer)) or isinstance(seqlen, bool) or seqlen < 2:
-        raise ValueError(f"seqlen must be an integer ≥ 2, got {seqlen!r}")
+    if not isinstance(seqlen, (int, np.integer)) or isinstance(seqlen, bool) or seqlen < 1:
+        raise ValueError(f"seqlen must be a positive integer, got {seqlen!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     need = int(nsamples) * int(seqlen)
@@ -200,18 +228,19 @@ def heldout_split(tokenizer, texts=None, nsamples: int = 128, seqlen: int = 512,
     """
     if not isinstance(heldout, (int, np.integer)) or isinstance(heldout, bool) or heldout < 1:
         raise ValueError(f"heldout must be a positive integer, got {heldout!r}")
+    prefix, body = window_layout(tokenizer, seqlen)
     ids = tokenize_text(tokenizer, read_texts(texts))
-    starts = _calibration_starts(ids.numel(), nsamples, seqlen, seed)
-    free = np.ones(ids.numel() - seqlen, dtype=bool)
-    for s in starts.tolist():  # a window at t overlaps the one at s when |t − s| < seqlen
-        free[max(0, s - seqlen + 1): s + seqlen] = False
+    starts = _calibration_starts(ids.numel(), nsamples, body, seed)
+    free = np.ones(ids.numel() - body, dtype=bool)
+    for s in starts.tolist():  # a window at t overlaps the one at s when |t − s| < body
+        free[max(0, s - body + 1): s + body] = False
     candidates = np.flatnonzero(free)
     if len(candidates) < heldout:
         raise ValueError(f"calibration text too short for {heldout} held-out windows of {seqlen} tokens beside "
                          f"the {nsamples} calibration windows ({ids.numel()} tokens); give more text or fewer windows")
     rng = np.random.default_rng([int(seed), 1])
     held = np.sort(rng.choice(candidates, size=int(heldout), replace=False))
-    return _stack(ids, starts, seqlen), _stack(ids, held, seqlen)
+    return _stack(ids, starts, body, prefix), _stack(ids, held, body, prefix)
 
 
 def describe_calibration(texts=None) -> str:

@@ -88,14 +88,19 @@ def mean_and_stderr(values) -> tuple[float, float]:
 
 
 def eval_windows(tokenizer, text=None, seqlen: int = 512):
-    """Token windows of the evaluation text: LongTensor ``(⌊T/L⌋, L)`` and the token count ``T``.
+    """Token windows of the evaluation text: LongTensor ``(W, L)`` and the text's token count ``T``.
 
-    The whole text is tokenized at once (no special tokens), as GPTQ does.
+    The whole text is tokenized at once (no special tokens), as GPTQ does, and cut into
+    ``W = ⌊T/b⌋`` consecutive pieces of ``b`` tokens; each window is
+    :func:`latticeq.nn.calib.window_prefix` followed by one piece (for most tokenizers the
+    prefix is empty and ``b = L``; for Gemma's it is ``<bos>`` and ``b = L − 1``, so that every
+    window starts as Gemma's sequences do). The prefix is never a prediction target.
     """
     import torch
 
-    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 2:
-        raise ValueError(f"seqlen must be an integer ≥ 2, got {seqlen!r}")
+    from latticeq.nn.calib import window_layout
+
+    prefix, body = window_layout(tokenizer, seqlen)
     path = EVALUATION_TEXT if text is None else Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"evaluation text {str(text)!r} is not a file")
@@ -104,12 +109,15 @@ def eval_windows(tokenizer, text=None, seqlen: int = 512):
     except UnicodeDecodeError as exc:
         raise ValueError(f"evaluation text {str(path)!r} is not UTF-8: {exc}") from exc
     ids = torch.tensor(tokenizer(s, add_special_tokens=False)["input_ids"], dtype=torch.long)
-    nwin = ids.numel() // seqlen
+    nwin = ids.numel() // body
     if nwin < 1:
         raise ValueError(
             f"evaluation text too short: {ids.numel()} tokens, fewer than one window of {seqlen}"
         )
-    return ids[: nwin * seqlen].view(nwin, seqlen), int(ids.numel())
+    pieces = ids[: nwin * body].view(nwin, body)
+    if prefix:
+        pieces = torch.cat([torch.tensor(prefix, dtype=ids.dtype).expand(nwin, len(prefix)), pieces], dim=1)
+    return pieces, int(ids.numel())
 
 
 def perplexity(

