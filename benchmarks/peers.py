@@ -399,6 +399,7 @@ def run_latticeq(done: set) -> None:
         name = f"latticeq-gptq-{bits}b-g128" if scalar else f"latticeq-{cb.replace(':', '-')}-{bits}b"
         if name in done:
             continue
+        CACHE.mkdir(parents=True, exist_ok=True)
         out = CACHE / f"{MODEL[0]}-{name}"
         if not (out / "config.json").exists():
             resume = (out / ".latticeq-state").is_dir()
