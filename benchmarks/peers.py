@@ -462,6 +462,9 @@ def table() -> str:
     def label(r):
         from latticeq.nn.records import _codebook_run_label
 
+        if (r.get("peer") or {}).get("tool") == "latticeq":  # a second model's rows name themselves
+            return r["method"]
+
         if r.get("codebook"):
             return f"latticeq {_codebook_run_label(r)}"
         g = "per-channel" if r.get("group_size") in (None, -1) else f"g{r['group_size']}"
