@@ -629,8 +629,9 @@ for latticeq's calibration and evaluation alike; llama.cpp's ``llama-imatrix`` a
 Rows: latticeq's GPTQ (act-order, g128) and its best codebook configuration of the SmolLM2
 table (e8p at 2 and 4 bits, Voronoi E8 at 3), each saved, loaded back and scored; llama.cpp's
 Q4_K_M and IQ2_XXS with an importance matrix from the same calibration text. Same caveats as
-SmolLM2's table: a small model, one text, a quantized (Q4_K_M) float baseline, which flatters
-the 4-bit k-quant row."""
+SmolLM2's table: a small model, one text, a quantized float baseline. Here that baseline *is*
+Q4_K_M, so llama.cpp's Q4_K_M applied to it finds the weights already on its grid and reproduces
+them: that row's perplexity equals the float one and measures the baseline, not the quantizer."""
 
 
 if __name__ == "__main__":
