@@ -98,8 +98,6 @@ def _joined_gguf(module: str, dist: str, sums: Path, ext: str, out_dir=None) -> 
     """The GGUF file that ``{module}_part1``, ``_part2``, … ship as ``data/{name}.part00``, …,
     joined once into ``out_dir`` (default ``JOINED_DIR``) and checked against the SHA-256 that
     ``sums`` lists for it; written atomically, so a half-joined file is never used."""
-    import tempfile
-
     entries = [line.split() for line in sums.read_text().splitlines() if line.strip()]
     named = [(h, n.lstrip("*")) for h, n in (e for e in entries if len(e) == 2) if n.endswith(ext)]
     if len(named) != 1:
@@ -121,23 +119,23 @@ def _joined_gguf(module: str, dist: str, sums: Path, ext: str, out_dir=None) -> 
     target = out / name
     if target.is_file() and _sha256(target) == digest:
         return target
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for p in parts:
-                with open(p, "rb") as g:
-                    for block in iter(lambda: g.read(1 << 22), b""):
-                        f.write(block)
-        got = _sha256(Path(tmp))
-        if got != digest:
+
+    def join(f):  # copy the parts and hash them on the way; a mismatch leaves no file behind
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in parts:
+            with open(p, "rb") as g:
+                for block in iter(lambda: g.read(1 << 22), b""):
+                    h.update(block)
+                    f.write(block)
+        if h.hexdigest() != digest:
             raise ValueError(f"the parts {', '.join(str(p) for p in parts)} join to a file with SHA-256 "
-                             f"{got}, not the {digest} that {sums} lists: reinstall {dist}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+                             f"{h.hexdigest()}, not the {digest} that {sums} lists: reinstall {dist}")
+
+    from latticeq.io import atomic_write
+
+    return atomic_write(target, join, mkdir=True)
 
 
 def resolve_model(spec: str | os.PathLike) -> ModelSource:
