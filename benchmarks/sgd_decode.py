@@ -24,9 +24,8 @@ Then, on the LLL basis, the initial search radius: the core decoder starts from 
 shrinks the radius at every better leaf. ``oracle radius`` starts with the radius of the true
 closest point (known from a first pass), the floor that any radius heuristic could reach;
 ``quantile radius`` starts with the 99.9 % quantile of earlier points' distances and falls back to
-a full search when no point lies inside (a heuristic one could ship). These two need a search
-with a given initial radius, which the core decoder does not take: :func:`_search_with_radius`
-below is the core's unconstrained loop with that one change, here only to measure.
+a full search when no point lies inside (a heuristic one could ship). Both run the core's
+unconstrained search (``sphere._decode_free``) with its initial squared radius given.
 
 Last, the split of one Python-loop step (the baseline) into decoding and everything else, which
 bounds what removing the Python loop can give when the decoder is shared: ``(decode + rest) /
@@ -37,7 +36,6 @@ Run: ``.venv/bin/python benchmarks/sgd_decode.py`` → ``benchmarks/sgd_decode.m
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -49,7 +47,7 @@ from numba import njit
 from latticeq.design import _kernels as K
 from latticeq.design.sgd import random_reduced_generator, sgd_python_step_reference
 from latticeq.lattice import catalog
-from latticeq.lattice.decode.sphere import BOUND_NONE, decode_one, make_workspace
+from latticeq.lattice.decode.sphere import BOUND_NONE, _decode_free, decode_one, make_workspace
 from latticeq.lattice.lattice import Lattice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,61 +91,6 @@ def _decode_all(Lt, X):
 
 
 @njit(cache=True)
-def _search_with_radius(Lt, inv_diag, x, r2, S, dist, ctr, iw):
-    """The core's unconstrained Schnorr–Euchner loop, started with squared radius ``r2`` instead of
-    Babai's distance (measurement only). Returns (squared distance or inf if none inside, nodes)."""
-    n = x.shape[0]
-    u = iw[0]
-    step = iw[1]
-    stale = iw[3]
-    for t in range(n):
-        S[t, n] = x[t]
-        stale[t] = n - 1
-    best = r2
-    nodes = 0
-    dist[n] = 0.0
-    k = n - 1
-    c = x[k] * inv_diag[k]
-    ctr[k] = c
-    r = math.floor(c + 0.5)
-    u[k] = np.int64(r)
-    step[k] = 1 if c >= r else -1
-    found = np.inf
-    while True:
-        y = (ctr[k] - u[k]) * Lt[k, k]
-        newd = dist[k + 1] + y * y
-        nodes += 1
-        if newd < best:
-            if k != 0:
-                dist[k] = newd
-                t = k - 1
-                h = stale[t]
-                sm = S[t, h + 1]
-                for l in range(h, t, -1):
-                    sm -= u[l] * Lt[l, t]
-                    S[t, l] = sm
-                if t > 0 and stale[t - 1] < h:
-                    stale[t - 1] = h
-                stale[t] = k
-                k = t
-                c = sm * inv_diag[t]
-                ctr[t] = c
-                r = math.floor(c + 0.5)
-                u[t] = np.int64(r)
-                step[t] = 1 if c >= r else -1
-                continue
-            best = newd
-            found = newd
-        k += 1
-        if k == n:
-            break
-        st = step[k]
-        u[k] += st
-        step[k] = -st - (1 if st > 0 else -1)
-    return found, nodes
-
-
-@njit(cache=True)
 def _radius_nodes(Lt, X, r2):
     """Mean nodes per point when each search starts at squared radius r2[i] (a full search follows
     where no point lies inside), and how many points needed that fallback."""
@@ -156,14 +99,15 @@ def _radius_nodes(Lt, X, r2):
     for i in range(n):
         inv[i] = 1.0 / Lt[i, i]
     S, dist, ctr, iw = make_workspace(n)
+    bu = np.empty(n, dtype=np.int64)
     total = 0
     fallbacks = 0
     for r in range(X.shape[0]):
-        d, nd = _search_with_radius(Lt, inv, X[r], r2[r], S, dist, ctr, iw)
+        d, _, nd = _decode_free(Lt, inv, X[r], 0, S, dist, ctr, iw, bu, r2[r])
         total += nd
         if d == np.inf:
             fallbacks += 1
-            d, nd = _search_with_radius(Lt, inv, X[r], np.inf, S, dist, ctr, iw)
+            d, _, nd = _decode_free(Lt, inv, X[r], 0, S, dist, ctr, iw, bu, np.inf)
             total += nd
     return total / X.shape[0], fallbacks
 

@@ -9,6 +9,7 @@ from numba import njit
 
 from latticeq.lattice.decode.sphere import (
     BOUND_NONE,
+    _decode_free,
     closest_coords,
     decode_one,
     make_workspace,
@@ -195,6 +196,27 @@ def test_decode_one_from_numba_matches_batch():
     U2, D2, _ = closest_coords(Lt, X)
     np.testing.assert_array_equal(U, U2)
     np.testing.assert_allclose(D, D2)
+
+
+def test_initial_radius_finds_the_same_point_or_reports_none_inside():
+    """_decode_free with a finite starting radius: the closest point when it lies strictly inside
+    (in fewer or as many nodes as from Babai's point), inf and untouched output when it does not."""
+    rng = np.random.default_rng(9)
+    n = 6
+    Lt = _random_triangular(rng, n)
+    X = rng.normal(size=(30, n))
+    U, d2, _ = closest_coords(Lt, X)
+    inv = 1.0 / np.diag(Lt)
+    S, dist, ctr, iw = make_workspace(n)
+    for x, u, d in zip(X, U, d2):
+        ub = np.empty(n, dtype=np.int64)
+        _, _, full_nodes = _decode_free(Lt, inv, x, 0, S, dist, ctr, iw, ub, np.inf)
+        got, exact, nodes = _decode_free(Lt, inv, x, 0, S, dist, ctr, iw, ub, d * (1 + 1e-9))
+        assert exact and got == pytest.approx(d, rel=1e-12) and nodes <= full_nodes
+        np.testing.assert_array_equal(ub, u)
+        ub[:] = 7
+        got, _, _ = _decode_free(Lt, inv, x, 0, S, dist, ctr, iw, ub, d * (1 - 1e-6))
+        assert got == np.inf and (ub == 7).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -51,8 +51,13 @@ BOUND_NONE = 1 << 62
 
 
 @njit(cache=True, nogil=True)
-def _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest):
-    """Unconstrained Schnorr–Euchner search (classic zigzag); same workspaces as decode_one."""
+def _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest, radius2):
+    """Unconstrained Schnorr–Euchner search (classic zigzag); same workspaces as decode_one.
+
+    ``radius2`` is the initial squared search radius: ``np.inf`` (what :func:`decode_one` passes)
+    makes Babai's point the first incumbent; a finite radius prunes from the start, and when no
+    lattice point lies strictly inside it the returned distance is ``inf`` and ``ubest`` is left
+    untouched."""
     n = x.shape[0]
     u = iw[0]
     step = iw[1]
@@ -60,7 +65,8 @@ def _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest):
     for t in range(n):
         S[t, n] = x[t]
         stale[t] = n - 1
-    best = np.inf
+    best = radius2
+    found = np.inf
     nodes = 0
     exact = True
     dist[n] = 0.0
@@ -95,6 +101,7 @@ def _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest):
                 step[t] = 1 if c >= r else -1
                 continue
             best = newd
+            found = newd
             for i in range(n):
                 ubest[i] = u[i]
             if max_nodes > 0 and nodes >= max_nodes:
@@ -110,7 +117,7 @@ def _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest):
         st = step[k]
         u[k] += st
         step[k] = -st - (1 if st > 0 else -1)
-    return best, exact, nodes
+    return found, exact, nodes
 
 
 @njit(cache=True, nogil=True)
@@ -159,7 +166,7 @@ def decode_one(Lt, inv_diag, x, lo, hi, max_nodes, S, dist, ctr, iw, ubest):
             free = False
             break
     if free:
-        return _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest)
+        return _decode_free(Lt, inv_diag, x, max_nodes, S, dist, ctr, iw, ubest, np.inf)
     u = iw[0]
     up = iw[1]
     dn = iw[2]
