@@ -187,18 +187,6 @@ def resolve_model(spec: str | os.PathLike) -> ModelSource:
     )
 
 
-def _is_gptq_folder(folder: str) -> bool:
-    """Whether a model folder holds a GPTQ-format checkpoint (config says quant_method gptq)."""
-    import json
-
-    try:
-        cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    qc = cfg.get("quantization_config") or {}
-    return isinstance(qc, dict) and str(qc.get("quant_method", "")).lower() == "gptq"
-
-
 def _hub_error(source: ModelSource, exc: Exception) -> RuntimeError:
     return RuntimeError(
         f"could not fetch {source.spec!r} from the Hugging Face hub ({type(exc).__name__}: {exc}); "
@@ -241,10 +229,10 @@ def load_model(spec, device: str = "cpu", dtype=None):
             model = load_vq_checkpoint(source.location, device=device, dtype=dtype)
             model.latticeq_source = source
             return model
-        if _is_gptq_folder(source.location):
-            from latticeq.nn import checkpoint as _ckpt
+        from latticeq.nn.checkpoint import is_gptq_checkpoint, load_checkpoint
 
-            model = _ckpt.load_checkpoint(source.location, device=device, dtype=dtype)
+        if is_gptq_checkpoint(source.location):
+            model = load_checkpoint(source.location, device=device, dtype=dtype)
             model.latticeq_source = source
             return model
     try:
