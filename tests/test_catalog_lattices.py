@@ -103,6 +103,7 @@ def test_names_all_resolve():
     ("", "non-empty"),
     (None, "non-empty"),
     ("D100000", "limit"),
+    ("E1,2+", "2 <= m"),
 ])
 def test_unknown_names(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -155,6 +156,42 @@ def test_lambda15_star_reference_nsm_against_monte_carlo():
     res = estimate_nsm(catalog.get("Lambda15*"), samples=100_000, seed=3, progress=False)
     assert abs(res.nsm - catalog.reference_nsm("L15*")) < 4 * res.stderr
     assert catalog.reference_nsm("Lambda15") is None
+
+
+def _lyu_paper_generator(m):
+    """𝓔ₘ,₂⁺ as Lyu et al.'s published recipe builds it: complex basis columns over Z[w], w = e^{iπ/3},
+    and the real generator [[Re B, Re(wB)], [Im B, Im(wB)]] (columns = basis vectors), here as rows
+    with coordinates ordered (Re z₁, Im z₁, …)."""
+    w = complex(0.5, math.sqrt(3) / 2)
+    Bc = np.eye(m, dtype=complex)
+    Bc[m - 1, :] = w
+    Bc[m - 1, m - 1] = 1 + w
+    Bc[:, 0] = w
+    Bc[m - 1, 0] = m + w
+    Bc[:, 0] /= 2
+    cols = np.hstack([Bc, w * Bc])
+    return np.stack([cols.T.real, cols.T.imag], axis=-1).reshape(2 * m, 2 * m)
+
+
+@pytest.mark.parametrize("m", [2, 3, 7, 9, 11])
+def test_lyu_checkerboards_are_the_published_lattices(m):
+    """E{m},2+ is the lattice of Lyu et al.'s recipe (a unimodular change of basis away), of
+    determinant 3 (√3/2)^m / 4: 𝓔ᵐ's (√3/2)^m, index N(1 + w) = 3 for 𝓔ₘ, then halved in two
+    complex directions by the glue (w, …, w, m + w)/2."""
+    L = catalog.get(f"e{m},2+")
+    assert L.name == f"E{m},2+" and L.dim == 2 * m
+    assert L.volume == pytest.approx(3 * (math.sqrt(3) / 2) ** m / 4, rel=1e-12)
+    U = _lyu_paper_generator(m) @ np.linalg.inv(L.generator)
+    assert np.allclose(U, np.round(U), atol=1e-9)
+    assert abs(np.linalg.det(np.round(U))) == pytest.approx(1.0)
+
+
+def test_lyu_e72_reference_nsm_against_monte_carlo():
+    """The published 14-dimensional value of 𝓔₇,₂⁺ (0.06952) against our estimate."""
+    from latticeq.design.nsm import estimate_nsm
+
+    res = estimate_nsm(catalog.get("E7,2+"), samples=100_000, seed=4, progress=False)
+    assert abs(res.nsm - catalog.reference_nsm("E7,2+")) < 4 * res.stderr + 5e-6  # published to 5 digits
 
 
 @pytest.mark.parametrize("name", ["A4", "D6", "E8"])

@@ -84,3 +84,19 @@ def test_best_table_considers_every_result_of_a_dimension(tmp_path):
     row = [ln for ln in (tmp_path / "best.md").read_text().splitlines() if ln.startswith("| 13 ")][0]
     assert "0.0699000" in row and "Matrix-Exp (free), from splice n12-x×Z1" in row
     assert "`results/lattices/n13-mef-from-n12.json`" in row
+
+
+def test_best_table_combines_errors_with_a_measured_record(tmp_path):
+    """At n = 18 the record is our own measurement of Lyu et al.'s E9,2+ (± 8.9e-6): the σ column
+    divides by the combined standard error, not by ours alone."""
+    from latticeq.design.study import PUBLISHED
+
+    res = tmp_path / "lattices"
+    g, se = 0.0684, 6e-6
+    Lattice(np.eye(18), nsm=(g, se)).to_json(res / "n18-sgd.json")
+    run_study("18", results=res, out=tmp_path)
+    row = [ln for ln in (tmp_path / "best.md").read_text().splitlines() if ln.startswith("| 18 ")][0]
+    rec, _, _, rec_se = PUBLISHED[18]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert "E9,2+" in cells[4] and f"± {rec_se:.1e}" in cells[4]
+    assert float(cells[5]) == pytest.approx((rec - g) / math.hypot(se, rec_se), abs=0.06)

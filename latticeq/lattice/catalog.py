@@ -18,7 +18,13 @@
   dual, the conjectured optimal 15-dimensional quantizer (Agrell, Pook-Kolb & Allen,
   arXiv 2401.01799);
 * ``Leech`` (``Lambda24``, ``L24``) — from the extended binary Golay code (SPLAG ch. 4 §11),
-  scaled by 1/√8 (unimodular, minimum norm 4).
+  scaled by 1/√8 (unimodular, minimum norm 4);
+* ``E{m},2+`` (m ≥ 2, dimension 2m) — Lyu, Wang, Ling & Chen's checkerboard lattices over the
+  Eisenstein integers, 𝓔ₘ,₂⁺ ("Better lattice quantizers constructed from complex integers",
+  IEEE Trans. Commun. 2022, arXiv 2204.01105): the Z[w]-span (w = e^{iπ/3}) of the columns of the
+  identity with last row (w, …, w, 1 + w), whose first column is then replaced by
+  (w, …, w, m + w)/2. They were published as the best known in 14, 18 and 22 dimensions; here they are
+  references to compare against, not results of ours.
 
 Root lattices are in their natural scale (roots of norm 2). Lattices with a fast exact decoder carry
 it as ``Lattice.decoder``: Conway–Sloane coset decoders for the Z/A/D/E families, RM(1,4) cosets of
@@ -44,7 +50,7 @@ __all__ = ["get", "names", "is_name", "reference_nsm", "FAMILIES", "CLASSICAL_NS
 FAMILIES = (
     "Z{n} (n>=1), A{n}, A{n}* (n>=1), D{n}, D{n}* (n>=2), D{n}+ (even n>=2), E6, E6*, E7, E7*, E8, "
     "K12 (Coxeter-Todd), Lambda15, Lambda15* (L15, L15*), BW16 (Lambda16, L16, Barnes-Wall), "
-    "Leech (Lambda24, L24)"
+    "Leech (Lambda24, L24), E{m},2+ (m>=2; Lyu et al.'s Eisenstein checkerboards, dimension 2m)"
 )
 _MAX_DIM = 512
 
@@ -225,13 +231,34 @@ def _k12_generators():
     return [[c for z in x for c in z] for x in vecs]
 
 
-def _eisenstein_embedding():
-    """12 × 12 map from (1, ω)-coordinates of 𝓔⁶ to R¹²: a + bω ↦ (a − b/2, b√3/2)."""
-    E = np.zeros((12, 12))
-    for i in range(6):
+def _lyu_generators(m):
+    """Generating set of Lyu et al.'s 𝓔ₘ,₂⁺ in (1, w)-coordinates (w = e^{iπ/3}, w² = w − 1): each
+    basis column b of their complex generator, and w·b (the lattice is a Z[w]-module)."""
+    def wmul(z):  # w (a + b w) = a w + b (w − 1)
+        return (-z[1], z[0] + z[1])
+
+    half = Fraction(1, 2)
+    cols = []
+    for j in range(m):
+        col = [(0, 0)] * m
+        if j == 0:
+            col = [(0, half)] * (m - 1) + [(Fraction(m, 2), half)]
+        elif j < m - 1:
+            col[j], col[m - 1] = (1, 0), (0, 1)
+        else:
+            col[m - 1] = (1, 1)
+        cols += [col, [wmul(z) for z in col]]
+    return [[Fraction(c) for z in col for c in z] for col in cols]
+
+
+def _eisenstein_embedding(m=6, w=(-0.5, math.sqrt(3) / 2)):
+    """2m × 2m map from (1, w)-coordinates of 𝓔ᵐ to R²ᵐ: a + b w ↦ (a + b Re w, b Im w); the default
+    w is ω = e^{2πi/3}."""
+    E = np.zeros((2 * m, 2 * m))
+    for i in range(m):
         E[2 * i, 2 * i] = 1.0
-        E[2 * i + 1, 2 * i] = -0.5
-        E[2 * i + 1, 2 * i + 1] = math.sqrt(3) / 2
+        E[2 * i + 1, 2 * i] = w[0]
+        E[2 * i + 1, 2 * i + 1] = w[1]
     return E
 
 
@@ -246,6 +273,12 @@ def _parse(name):
         return _ALIASES[key]
     if key == "Z":  # the integers: Z1
         return "Z1"
+    lyu = re.fullmatch(r"E(\d+),2\+", key)
+    if lyu:
+        m = int(lyu.group(1))
+        if m < 2 or 2 * m > _MAX_DIM:
+            raise ValueError(f"unknown lattice {name!r}: E{{m}},2+ needs 2 <= m <= {_MAX_DIM // 2}")
+        return f"E{m},2+"
     m = re.fullmatch(r"([ZADE])(\d+)([*+]?)", key)
     if not m:
         raise ValueError(f"unknown lattice {name!r}; known families: {FAMILIES}")
@@ -331,6 +364,12 @@ def _build(canon):
         glue = np.array([[float(c) for c in glue_vec(w)] for w in words])
         desc = f"{canon} = A2^3 glued by the ternary code {words}"
         return _rational_basis(gens) @ V, CosetDecoder("A", glue, V=V, block=3, name=canon), desc
+    lyu = re.fullmatch(r"E(\d+),2\+", canon)
+    if lyu:
+        m = int(lyu.group(1))
+        B = _rational_basis(_lyu_generators(m)) @ _eisenstein_embedding(m, (0.5, math.sqrt(3) / 2))
+        return B, None, (f"E_{m},2^+ (Lyu et al., arXiv 2204.01105): Z[w]-span, w = exp(i pi/3), of the columns of "
+                         f"I with last row (w, ..., w, 1 + w), first column replaced by (w, ..., w, m + w)/2")
     if canon == "K12":
         Bint = _int_basis(_k12_generators()).astype(np.float64)
         B = Bint @ _eisenstein_embedding() * math.sqrt(2.0 / 3.0)
@@ -400,6 +439,9 @@ _REF = {
     # Λ24: measured by latticeq (the classical 0.065771 of Conway & Sloane, a 1984 Monte Carlo
     # estimate, is ~1.8e-5 high; see LEECH_NSM_MEASUREMENT)
     "LEECH": 0.0657532,
+    # 𝓔₇,₂⁺: Lyu, Wang, Ling & Chen (arXiv 2204.01105), the published 14-dimensional record before
+    # Agrell & Allen 2023 and Pook-Kolb et al. 2024
+    "E7,2+": 0.06952,
 }
 
 #: Values from the literature that latticeq's measurements replace, kept for comparison.
