@@ -55,9 +55,34 @@ def test_large_codes_use_the_fast_encoder_and_flag_overload():
     codes, overload = C.encode(far, return_overload=True)
     assert overload.all()
     # overloaded targets get an in-region codeword (shrunk target), no farther than the origin's
-    _, again = C._fast(C.decode(codes))
+    _, again, _ = C._fast(C.decode(codes))
     assert not again.any()
     assert (((far - C.decode(codes)) ** 2).sum(1) <= ((far - C.decode(np.zeros(50, np.int64))) ** 2).sum(1)).all()
+
+
+def test_shrink_takes_the_nearest_in_region_candidate_of_all_factors():
+    """The batched overload search equals the definition: of code 0 and the in-region codes of
+    a·x for a = 0.95, 0.90, …, 0.05 (each found one factor at a time), the nearest, first on ties."""
+    C = VoronoiCode(catalog.get("BW16"), 8)  # 2^48 codewords: the shrink path
+    X = 3.0 * np.random.default_rng(5).standard_normal((300, 16))
+    _, overload = C.encode(X, return_overload=True)
+    assert overload.mean() > 0.5
+    X = X[overload]
+    cands = [(np.zeros(len(X), np.int64), np.zeros(len(X), bool))]
+    for a in np.arange(0.95, 0.0, -0.05):
+        c, over, _ = C._fast(a * X)
+        cands.append((c, over))
+    want = []
+    for i, x in enumerate(X):
+        best, bd = None, np.inf
+        for c, over in cands:
+            if over[i]:
+                continue
+            d = ((x - C.decode(c[i:i + 1])[0]) ** 2).sum()
+            if d < bd:
+                best, bd = c[i], d
+        want.append(best)
+    np.testing.assert_array_equal(C._shrink(X), want)
 
 
 def test_codebook_bad_input():
