@@ -138,7 +138,7 @@ def score(model, name: str, *, method: str, bits, quant_time_s, peak, bpw, extra
     from latticeq.nn.records import make_record
 
     t0 = time.perf_counter()
-    pr = perplexity(model, load_tokenizer(MODEL[0]), seqlen=SEQLEN, max_windows=WINDOWS[0], progress=False)
+    pr = perplexity(model, load_tokenizer(MODEL[0]), seqlen=SEQLEN, max_windows=WINDOWS[0], progress=True)
     rec = make_record(model=MODEL[0], method=method, bits=bits, group_size=extra.get("group_size"), sym=False,
                       act_order=False, calibration=extra.get("calibration"), seed=0, perplexity=pr.perplexity,
                       eval=pr.eval_info(), wall_time_s=(quant_time_s or 0) + time.perf_counter() - t0,
@@ -406,7 +406,7 @@ def run_latticeq(done: set) -> None:
             log(f"{name}: quantizing into {out}")
             quantize_to_checkpoint(MODEL[0], out, bits=bits, codebook=cb, method="gptq",
                                    group_size=128 if scalar else None, act_order=True, nsamples=128, seqlen=SEQLEN,
-                                   seed=0, resume=resume, force=out.exists() and not resume, progress=False)
+                                   seed=0, resume=resume, force=out.exists() and not resume, progress=True)
         rec = json.loads((out / RECORD_NAME).read_text())
         label = f"GPTQ act-order g128, {bits}-bit" if scalar else f"{cb}, {bits} bits/dim, act-order"
         score(load_model(out), name, method=f"latticeq {label}", bits=bits, quant_time_s=rec["quant_time_s"],
