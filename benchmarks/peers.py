@@ -30,7 +30,8 @@ so; nothing here is imported by latticeq or needed by its tests):
   iterations (the published default is 200 over 2048-token windows, about 45 hours here), its
   GPTQ-format output loaded by latticeq's own GPTQ loader.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/peers.py [--only llama.cpp,hqq] [--table-only]``.
+Run: ``nice -n 10 .venv/bin/python benchmarks/peers.py [--only llama.cpp,hqq] [--table-only]``;
+``--windows 0`` scores the whole book, ``--llama-types`` / ``--autoround-runs`` pick configurations.
 Records: ``results/peers/*.json`` (latticeq run records; ``method`` names the tool and type).
 """
 
@@ -282,11 +283,10 @@ def run_llama_cpp(done: set) -> None:
 # ------------------------------------------------------------------------------ HQQ
 def run_hqq(done: set) -> None:
     try:
-        from hqq.core.quantize import BaseQuantizeConfig, HQQLinear  # noqa: F401
+        from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
     except ImportError:
         raise PeerUnavailable("hqq is not installed (make peers, or pip install hqq)") from None
     import torch
-    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
     from latticeq.nn.pipeline import find_blocks, find_linears
 
@@ -329,6 +329,19 @@ def run_hqq(done: set) -> None:
 #: (about 45 hours on this machine); here 50 iterations over latticeq's 128 × 512 windows
 AUTOROUND_RUNS = ((2, 128), (3, 128), (4, 128), (2, 32))
 AUTOROUND_ITERS = 50
+#: the (bits, group size) of this run, in order (set by main from --autoround-runs)
+AUTOROUND_RUN_LIST = list(AUTOROUND_RUNS)
+
+
+def parse_autoround_runs(spec: str) -> list:
+    """``"2b-g32,3b-g128"`` → [(2, 32), (3, 128)]; only the configurations of AUTOROUND_RUNS."""
+    allowed = {f"{b}b-g{g}": (b, g) for b, g in AUTOROUND_RUNS}
+    items = [t.strip() for t in spec.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if bad or not items:
+        raise ValueError(f"unknown AutoRound configuration(s) {', '.join(bad) or repr(spec)}; "
+                         f"allowed: {', '.join(allowed)}")
+    return [allowed[t] for t in items]
 
 
 def run_autoround(done: set) -> None:
@@ -346,7 +359,7 @@ def run_autoround(done: set) -> None:
     # AutoRound needs at least seqlen tokens per sample and truncates longer ones: sample i is
     # window i followed by window i + 1, so its first 512 tokens are (about) window i
     texts = [windows[i] + " " + windows[(i + 1) % len(windows)] for i in range(len(windows))]
-    for bits, g in AUTOROUND_RUNS:
+    for bits, g in AUTOROUND_RUN_LIST:
         name = f"autoround-{bits}b-g{g}-i{AUTOROUND_ITERS}"
         if name in done:
             continue
@@ -571,6 +584,9 @@ def main(argv=None) -> None:
                     help="comma-separated llama.cpp types, run in this order (default: "
                          + "; ".join(f"{m}: {','.join(v)}" for m, v in DEFAULT_LLAMA_TYPES.items())
                          + "); SmolLM2's mixed types also run --pure")
+    ap.add_argument("--autoround-runs", default=None,
+                    help="comma-separated AutoRound configurations, run in this order (default: "
+                         + ",".join(f"{b}b-g{g}" for b, g in AUTOROUND_RUNS) + ")")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--windows", type=int, default=PREFIX,
@@ -582,6 +598,11 @@ def main(argv=None) -> None:
     bad = [t for t in LLAMA_RUN_TYPES if t not in LLAMA_TYPES]
     if bad:
         ap.error(f"unknown llama.cpp type(s) {', '.join(bad)}; allowed: {', '.join(LLAMA_TYPES)}")
+    if args.autoround_runs is not None:
+        try:
+            AUTOROUND_RUN_LIST[:] = parse_autoround_runs(args.autoround_runs)
+        except ValueError as exc:
+            ap.error(str(exc))
     PURE[0] = args.model == "smollm2"
     import torch
 
