@@ -492,6 +492,7 @@ def reference_nsm(name, *, strict: bool = True):
     Exact values: Zⁿ 1/12; Aₙ (n+1)^(−1/n)(1/12 + 1/(6(n+1))); Dₙ 2^(−2/n)(1/12 + 1/(2n(n+1)));
     A₂* = A₂; A₃* = D₃* 19/(192·2^(1/3)); D₃ = A₃; D₄ = D₄* 13/(120√2); D₅* 2641/(23040·2^(3/5)); E₆* 12619/(68040·3^(5/6));
     E₇* 21361/(161280·2^(6/7)); E₈ 929/12960. Numerical: K12 ≈ 0.0700956, Λ15* ≈ 0.068872, Λ16 ≈ 0.06830,
+    𝓔₇,₂⁺ (``E7,2+``) ≈ 0.06952 (Lyu et al.; the other ``E{m},2+`` have none recorded),
     Λ24 ≈ 0.0657532 ± 1.6e-6 (measured by latticeq, :data:`LEECH_NSM_MEASUREMENT`; the classical
     value 0.065771 is in :data:`CLASSICAL_NSM`). Similar lattices share a value (A₁ = A₁* = D₂ = D₂* ≅ Z).
     """
