@@ -110,12 +110,9 @@ def best_splice_of(n, k):
     (every multiset of the catalog's best lattice per dimension whose dimensions sum to n)."""
     import itertools
 
-    from latticeq.design.splice import Splice, catalog_table, product_nsm
+    from latticeq.design.splice import Splice, best_per_dimension, product_nsm
 
-    best_of_dim = {}
-    for name, (d, g) in catalog_table().items():
-        if d not in best_of_dim or g < best_of_dim[d][0]:
-            best_of_dim[d] = (g, name)
+    best_of_dim = best_per_dimension(n)
     best = None
     for dims in itertools.combinations_with_replacement(sorted(best_of_dim, reverse=True), k):
         if sum(dims) != n:

@@ -83,6 +83,17 @@ def catalog_table() -> dict[str, tuple[int, float]]:
     return table
 
 
+def best_per_dimension(n: int, table: dict[str, tuple[int, float]] | None = None) -> dict[int, tuple[float, str]]:
+    """``{d: (NSM, name)}``: the catalog lattice of smallest reference NSM in each dimension d ≤ n
+    (the first in table order on ties) — the components every best product is made of."""
+    table = catalog_table() if table is None else table
+    best_of_dim: dict[int, tuple[float, str]] = {}
+    for name, (d, g) in table.items():
+        if d <= n and (d not in best_of_dim or g < best_of_dim[d][0] - 1e-15):
+            best_of_dim[d] = (g, name)
+    return best_of_dim
+
+
 def best_splice(n: int, table: dict[str, tuple[int, float]] | None = None,
                 max_components: int | None = None) -> Splice:
     """Best optimally scaled direct sum of catalog lattices in dimension ``n``.
@@ -94,11 +105,7 @@ def best_splice(n: int, table: dict[str, tuple[int, float]] | None = None,
     """
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= 64:
         raise ValueError(f"dimension must be an integer in 1..64, got {n!r}")
-    table = catalog_table() if table is None else table
-    best_of_dim: dict[int, tuple[float, str]] = {}
-    for name, (d, g) in table.items():
-        if d <= n and (d not in best_of_dim or g < best_of_dim[d][0] - 1e-15):
-            best_of_dim[d] = (g, name)
+    best_of_dim = best_per_dimension(n, table)
     if 1 not in best_of_dim and not best_of_dim:
         raise ValueError("the table has no lattice of dimension <= n")
     INF = math.inf

@@ -235,7 +235,7 @@ class VoronoiCode(Codebook):
         dist = ((X[None] - words.reshape(len(factors), k, self.dim)) ** 2).sum(axis=2)
         dist[over.reshape(len(factors), k)] = np.inf
         zero = np.zeros(k, dtype=np.int64)  # code 0 decodes to the origin's coset point
-        dist = np.vstack([((X - self.decode(zero)) ** 2).sum(axis=1)[None], dist])
+        dist = np.vstack([((X - self.decode(zero[:1])) ** 2).sum(axis=1)[None], dist])
         codes = np.vstack([zero[None], codes.reshape(len(factors), k)])
         return codes[np.argmin(dist, axis=0), np.arange(k)]
 
