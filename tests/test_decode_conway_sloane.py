@@ -115,7 +115,10 @@ def test_coset_decoder_single_point_and_bad_base():
 def test_leech_decoder_agrees_with_sphere_decoder():
     L = catalog.get("Leech")
     rng = np.random.default_rng(24)
-    X = rng.uniform(-2, 2, size=(60, 24))
+    # near the origin, at the scale of the lattice and far out: both cosets (m = 0, 1) and the
+    # parity move of the second pass all decide some of these
+    X = np.vstack([rng.uniform(-2, 2, size=(60, 24)), 0.2 * rng.normal(size=(60, 24)),
+                   5 * rng.normal(size=(60, 24))])
     P = decode_leech(X)
     C = np.linalg.solve(L.generator.T, P.T).T
     assert np.allclose(C, np.round(C), atol=1e-8)
