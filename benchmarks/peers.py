@@ -31,7 +31,8 @@ so; nothing here is imported by latticeq or needed by its tests):
   GPTQ-format output loaded by latticeq's own GPTQ loader.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/peers.py [--only llama.cpp,hqq] [--table-only]``;
-``--windows 0`` scores the whole book, ``--llama-types`` / ``--autoround-runs`` pick configurations.
+``--windows 0`` scores the whole book, ``--llama-types`` / ``--hqq-runs`` / ``--autoround-runs`` pick
+configurations.
 Records: ``results/peers/*.json`` (latticeq run records; ``method`` names the tool and type).
 """
 
@@ -56,6 +57,8 @@ LLAMA_TYPES = ("IQ2_XXS", "IQ2_XS", "Q2_K", "IQ3_XXS", "Q3_K_M", "Q4_K_M")
 #: types whose default mix keeps some block tensors at other types: also run with --pure
 MIXED = ("Q2_K", "Q3_K_M", "Q4_K_M", "IQ2_XXS", "IQ2_XS", "IQ3_XXS")
 HQQ_RUNS = tuple((b, g) for b in (2, 3, 4) for g in (64, 16))
+#: the HQQ configurations of this run (--hqq-runs), in order
+HQQ_RUN_LIST = list(HQQ_RUNS)
 
 #: the model of this run (--model); SmolLM2's latticeq rows come from results/quant (the
 #: benchmarks models.py and vq_models.py), a second model's from this script (run_latticeq)
@@ -290,7 +293,7 @@ def run_hqq(done: set) -> None:
 
     from latticeq.nn.pipeline import find_blocks, find_linears
 
-    for bits, g in HQQ_RUNS:
+    for bits, g in HQQ_RUN_LIST:
         name = f"hqq-{bits}b-g{g}"
         if name in done:
             continue
@@ -333,13 +336,14 @@ AUTOROUND_ITERS = 50
 AUTOROUND_RUN_LIST = list(AUTOROUND_RUNS)
 
 
-def parse_autoround_runs(spec: str) -> list:
-    """``"2b-g32,3b-g128"`` → [(2, 32), (3, 128)]; only the configurations of AUTOROUND_RUNS."""
-    allowed = {f"{b}b-g{g}": (b, g) for b, g in AUTOROUND_RUNS}
+def parse_runs(spec: str, configs, tool: str) -> list:
+    """``"2b-g32,3b-g128"`` → [(2, 32), (3, 128)]; only configurations listed in ``configs``
+    (``HQQ_RUNS``, ``AUTOROUND_RUNS``); ``tool`` names the peer in the error."""
+    allowed = {f"{b}b-g{g}": (b, g) for b, g in configs}
     items = [t.strip() for t in spec.split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
     if bad or not items:
-        raise ValueError(f"unknown AutoRound configuration(s) {', '.join(bad) or repr(spec)}; "
+        raise ValueError(f"unknown {tool} configuration(s) {', '.join(bad) or repr(spec)}; "
                          f"allowed: {', '.join(allowed)}")
     return [allowed[t] for t in items]
 
@@ -584,6 +588,9 @@ def main(argv=None) -> None:
                     help="comma-separated llama.cpp types, run in this order (default: "
                          + "; ".join(f"{m}: {','.join(v)}" for m, v in DEFAULT_LLAMA_TYPES.items())
                          + "); SmolLM2's mixed types also run --pure")
+    ap.add_argument("--hqq-runs", default=None,
+                    help="comma-separated HQQ configurations, run in this order (default: "
+                         + ",".join(f"{b}b-g{g}" for b, g in HQQ_RUNS) + ")")
     ap.add_argument("--autoround-runs", default=None,
                     help="comma-separated AutoRound configurations, run in this order (default: "
                          + ",".join(f"{b}b-g{g}" for b, g in AUTOROUND_RUNS) + ")")
@@ -598,11 +605,13 @@ def main(argv=None) -> None:
     bad = [t for t in LLAMA_RUN_TYPES if t not in LLAMA_TYPES]
     if bad:
         ap.error(f"unknown llama.cpp type(s) {', '.join(bad)}; allowed: {', '.join(LLAMA_TYPES)}")
-    if args.autoround_runs is not None:
-        try:
-            AUTOROUND_RUN_LIST[:] = parse_autoround_runs(args.autoround_runs)
-        except ValueError as exc:
-            ap.error(str(exc))
+    for spec, configs, run_list, tool in ((args.hqq_runs, HQQ_RUNS, HQQ_RUN_LIST, "HQQ"),
+                                          (args.autoround_runs, AUTOROUND_RUNS, AUTOROUND_RUN_LIST, "AutoRound")):
+        if spec is not None:
+            try:
+                run_list[:] = parse_runs(spec, configs, tool)
+            except ValueError as exc:
+                ap.error(str(exc))
     PURE[0] = args.model == "smollm2"
     import torch
 
