@@ -463,11 +463,6 @@ def _records():
     return recs, ours, flt
 
 
-def _method_key(r: dict) -> tuple:
-    """What makes two latticeq records the same configuration, beside bits and grouping or codebook."""
-    return (r.get("method"), bool(r.get("mse")), bool(r.get("act_order")), bool(r.get("sym")), bool(r.get("finetune")))
-
-
 def table() -> str:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from vq_models import _bpw_scalar, _paired, _ppl
@@ -495,10 +490,10 @@ def table() -> str:
     def fmt(x):
         return "—" if x is None else f"{x:.2f}"
 
-    # latticeq's best rows. A configuration run more than once is shown by its run scored on the
-    # most windows (the whole book over the prefix alone; then the lower prefix perplexity);
-    # then per bits and grouping (scalar) or codebook, the configuration with the lowest prefix
-    # perplexity (ties: the record with more windows)
+    # latticeq's best rows. A configuration (bits, grouping or codebook, and the row's label) run
+    # more than once is shown by its run scored on the most windows (the whole book over the
+    # prefix alone; then the lower prefix perplexity); then per bits and grouping (scalar) or
+    # codebook, the configuration with the lowest prefix perplexity (ties: more windows)
     def pick(rs, key, rank):
         best: dict = {}
         for r in rs:
@@ -510,7 +505,7 @@ def table() -> str:
     def slot(r):
         return (r["bits"], json.dumps(r.get("codebook"), sort_keys=True) if r.get("codebook") else r.get("group_size"))
 
-    ours = pick(ours, lambda r: (slot(r), _method_key(r)), lambda r: (-nw(r), round(_ppl(r, PREFIX), 3)))
+    ours = pick(ours, lambda r: (slot(r), label(r)), lambda r: (-nw(r), round(_ppl(r, PREFIX), 3)))
     ours = pick(ours, slot, lambda r: (round(_ppl(r, PREFIX), 3), -nw(r)))
     rows = [(r, "peer") for r in peers] + [(r, "ours") for r in ours]
     lines = [f"| tool, configuration | bits/weight (all in) | ppl prefix (16) | ppl book ({book}) | "
