@@ -9,7 +9,11 @@ calibration windows (the shipped novels except *Pride and Prejudice*, seed 0) an
 the same fixed prefix of non-overlapping 512-token windows of *Pride and Prejudice*; the
 dequantized Q4_1 model (the baseline the packaged weights give) is scored on the same windows.
 Records go to ``results/quant/*.json`` (one per run; existing records are kept, so the script
-resumes), the table to ``benchmarks/models.md``.
+resumes), the table to ``benchmarks/models.md``. A run in progress prints its progress (a line per
+block and per evaluation step, also when the output is not a terminal) and keeps its per-block
+state in ``~/.cache/latticeq/quant-state/<record name>/`` (written atomically after each block):
+an interrupted run continues from its last finished block when the script is started again with
+the same settings, and the state is removed once the record is written.
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/models.py [--nsamples 128] [--eval-windows 16]``.
 """
@@ -19,12 +23,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "quant"
+#: per-block state of runs in progress (outside git; removed when a run's record is written)
+STATE = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "quant-state"
 
 #: (bits, group_size, method, act_order, mse grid) in order of priority (targets first): the
 #: baseline GPTQ act-order, the best lattice solver (MSE-clipped start, ±1 refinement,
@@ -116,8 +124,11 @@ def main(argv=None) -> None:
             c0 = _cpu_seconds()
             net = copy.deepcopy(base)
             opts = QuantizeOptions(bits=bits, group_size=gs, act_order=act, method=method, seed=0, mse=mse)
-            res = quantize_model(net, calib, opts, progress=False)
-            pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=n_ev, progress=False)
+            state = STATE / path.stem
+            resume = (state / "inputs.pt").is_file()
+            print(f"{path.name}: {'resuming from ' if resume else 'quantizing; state in '}{state}", flush=True)
+            res = quantize_model(net, calib, opts, state_dir=state, resume=resume, progress=True)
+            pr = perplexity(net, windows=ev, seqlen=seqlen, max_windows=n_ev, progress=True)
             rec = make_record(
                 model="smollm2", method=method, bits=bits, group_size=gs, sym=False, mse=mse, act_order=act,
                 calibration=cal_info if opts.needs_calibration else None, seed=0, perplexity=pr.perplexity, eval=pr.eval_info(),
@@ -125,9 +136,11 @@ def main(argv=None) -> None:
                 peak_memory_bytes=res.peak_memory_bytes, layers=res.layer_stats,
             )
             write_record(rec, path)
-            cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
-            cpu[path.name] = _cpu_seconds() - c0
-            atomic_write_text(CPU_FILE, json.dumps(cpu, indent=1, sort_keys=True) + "\n")
+            shutil.rmtree(state, ignore_errors=True)
+            if not resume:  # a resumed run's earlier CPU time was spent by another process: not counted
+                cpu = json.loads(CPU_FILE.read_text()) if CPU_FILE.exists() else {}
+                cpu[path.name] = _cpu_seconds() - c0
+                atomic_write_text(CPU_FILE, json.dumps(cpu, indent=1, sort_keys=True) + "\n")
             print(f"{path.name}: ppl {pr.perplexity:.3f}, quant {res.quant_time_s:.0f} s", flush=True)
             del net
 
