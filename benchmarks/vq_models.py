@@ -22,8 +22,10 @@ dense weights, the default) against the dequantized float model, same run.
 
 With ``--finetune``, each run's checkpoint is then fine-tuned (``latticeq finetune``: row scales
 and normalization weights, KL divergence to the float model on the same calibration windows,
-:mod:`latticeq.nn.finetune`) into a sibling cache folder ``…-ft`` and scored the same way; its
-record is ``…-ft-n128-w327.json``. The codes, so the bits per weight, do not change. Where the
+:mod:`latticeq.nn.finetune`) for ``--epochs E`` into a sibling cache folder ``…-ft-eE`` and scored
+the same way; its record is ``…-ft-eE-n128-w327.json``, so schedules of one run stay side by side
+(the learning rate decays over all E epochs: a longer schedule is another run, not a continuation;
+each keeps its epoch of lowest held-out KL). The codes, so the bits per weight, do not change. Where the
 record exists but this machine lacks its checkpoint, the checkpoint is quantized again (scored on
 the prefix only, to show it reproduces the record) and the record is kept.
 
@@ -59,9 +61,11 @@ def _slug(codebook: str) -> str:
     return codebook.replace(":", "-").replace("/", "_").replace(".json", "")
 
 
-def _record_path(codebook, bits, method="gptq", finetuned=False):
+def _record_path(codebook, bits, method="gptq", epochs=None):
+    """The record of a quantization run, or (``epochs`` given) of its fine-tuning for that many epochs."""
     tag = "" if method == "gptq" else "-" + method.replace("gptq+", "").replace("+", "-")
-    return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}{'-ft' if finetuned else ''}-n128-w327.json"
+    ft = "" if epochs is None else f"-ft-e{epochs}"
+    return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}{ft}-n128-w327.json"
 
 
 def _bpw_scalar(rec) -> float:
@@ -171,14 +175,15 @@ def _finetune_section(vq) -> list:
 
 
 def _finetune_row(base: Path, path: Path, args) -> None:
-    """Fine-tune the checkpoint ``base`` into ``base``-ft (resumable) and record it at ``path``."""
+    """Fine-tune the checkpoint ``base`` for ``args.epochs`` into ``base``-ft-eE (resumable) and
+    record it at ``path``."""
     from latticeq.nn.finetune import finetune_checkpoint
     from latticeq.nn.pipeline import RECORD_NAME
     from latticeq.nn.records import write_record
 
     if path.exists() and not args.redo:
         return
-    out = base.with_name(base.name + "-ft")
+    out = base.with_name(f"{base.name}-ft-e{args.epochs}")
     if (out / "config.json").exists() and not args.redo:
         rec = json.loads((out / RECORD_NAME).read_text())
     else:
@@ -203,7 +208,7 @@ def main(argv=None) -> None:
                     help="block Babai, or block Babai + block coordinate descent (records named …-refine-…)")
     ap.add_argument("--finetune", action="store_true",
                     help="also fine-tune each run's checkpoint (latticeq finetune: row scales and norms, KL to the "
-                         "float model, --epochs/--lr) and score it (records named …-ft-…)")
+                         "float model, --epochs/--lr) and score it (records named …-ft-eE-…)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--redo", action="store_true",
@@ -235,7 +240,7 @@ def main(argv=None) -> None:
                         old = json.loads(path.read_text())
                         print(f"prefix perplexity {again['perplexity']:.3f}, recorded {_ppl(old, PREFIX):.3f} "
                               f"(threads {again['threads']}, recorded {old.get('threads')})", flush=True)
-                    _finetune_row(out, _record_path(cb, bits, args.method, finetuned=True), args)
+                    _finetune_row(out, _record_path(cb, bits, args.method, epochs=args.epochs), args)
                 continue
             if args.redo and out.exists():
                 shutil.rmtree(out)  # from scratch: an earlier checkpoint or state may predate the change
@@ -252,7 +257,7 @@ def main(argv=None) -> None:
             print(f"{path.name}: ppl {rec['perplexity']:.3f}, {rec['bits_per_weight']:.3f} bits/weight, "
                   f"quant {rec['quant_time_s']:.0f} s", flush=True)
             if args.finetune:
-                _finetune_row(out, _record_path(cb, bits, args.method, finetuned=True), args)
+                _finetune_row(out, _record_path(cb, bits, args.method, epochs=args.epochs), args)
         # the speed section: the first 2-bit e8p checkpoint this machine has
         first = next((f for f in (CACHE / "smollm2-2b-e8p", CACHE / "smollm2-2b-e8p-refine")
                       if (f / "config.json").exists()), None)

@@ -179,7 +179,7 @@ def test_cli_finetunes_a_checkpoint_that_loads_to_the_same_perplexity(tmp_path):
     assert len(f["heldout_kl"]) == 3 and f["heldout_kl"][f["best_epoch"]] <= f["heldout_kl"][0]
     assert f["start"] is None  # the quantization run was not evaluated
     assert rec["bits_per_weight"] == json.loads((vq / "latticeq_record.json").read_text())["bits_per_weight"]
-    assert _codebook_run_label(rec).endswith("+ fine-tuned")
+    assert _codebook_run_label(rec).endswith("+ 2-epoch fine-tuning")
     assert not (ft / ".latticeq-state").exists()
     r2 = CliRunner().invoke(main, ["eval", str(ft), "--text", str(d / "calib.txt"), "--seqlen", "32",
                                    "--max-windows", "2", "--no-progress"])

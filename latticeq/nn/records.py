@@ -229,10 +229,11 @@ def _method_label(rec: dict) -> str:
 
 def _codebook_run_label(rec: dict) -> str:
     """A lattice-coded run's codebook, ``+ block descent`` where its method added it
-    (``gptq+refine``) and ``+ fine-tuned`` where ``latticeq finetune`` ran on it, so runs of one
-    codebook stay apart in tables and plots."""
+    (``gptq+refine``) and ``+ E-epoch fine-tuning`` where ``latticeq finetune`` ran on it, so
+    runs of one codebook, and its fine-tuning schedules, stay apart in tables and plots."""
+    ft = rec.get("finetune")
     return (_codebook_label(rec["codebook"]) + (" + block descent" if rec["method"] == "gptq+refine" else "")
-            + (" + fine-tuned" if rec.get("finetune") else ""))
+            + (f" + {ft['epochs']}-epoch fine-tuning" if ft else ""))
 
 
 def _codebook_label(spec: dict) -> str:
