@@ -23,16 +23,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import resource
 import shutil
 import time
 from pathlib import Path
 
+from latticeq.io import CACHE_ROOT
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "quant"
 #: per-block state of runs in progress (outside git; removed when a run's record is written)
-STATE = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "quant-state"
+STATE = CACHE_ROOT / "quant-state"
 
 #: (bits, group_size, method, act_order, mse grid) in order of priority (targets first): the
 #: baseline GPTQ act-order, the best lattice solver (MSE-clipped start, ±1 refinement,

@@ -49,8 +49,10 @@ import sys
 import time
 from pathlib import Path
 
+from latticeq.io import CACHE_ROOT
+
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "peers"
+CACHE = CACHE_ROOT / "peers"
 SEQLEN = 512
 PREFIX = 16
 LLAMA_TYPES = ("IQ2_XXS", "IQ2_XS", "Q2_K", "IQ3_XXS", "Q3_K_M", "Q4_K_M")

