@@ -141,6 +141,12 @@ def _time_cell(rec) -> str:
     return f"{rec['quant_time_s']:.0f}" + ("" if not ft else f" + {ft['time_s']:.0f} fine-tuning")
 
 
+def _threads_cell(rec) -> str:
+    """Threads while quantizing, and (fine-tuned rows) while fine-tuning, as the time cell reads."""
+    ft = rec.get("finetune")
+    return f"{rec.get('threads') or '—'}" + ("" if not ft else f" + {ft.get('threads') or '—'}")
+
+
 def _finetune_section(vq) -> list:
     """Each fine-tuned row against the same run before fine-tuning, paired over windows."""
     from latticeq.nn.records import _codebook_run_label
@@ -295,7 +301,8 @@ def main(argv=None) -> None:
              "quantized layers (codes, scales, permutations, transform signs; scalar rows: codes, scales, zeros, "
              "g_idx); embeddings and the head are not quantized and not counted. `vs scalar` = perplexity ÷ the "
              "best scalar record at the same or more bits per weight with per-window scores on the same windows, "
-             "± its paired standard error. `threads`: CPU threads torch used while quantizing (— : not "
+             "± its paired standard error. `threads`: CPU threads torch used while quantizing (and, after `+`, "
+             "while fine-tuning; — : not "
              "recorded; records before the key existed); times taken beside another job on the 2-core machine "
              "are slower than alone. `+ block descent` = `--method gptq+refine`. Float (dequantized Q4_1): prefix "
              f"{_ppl(floats[16]) if 16 in floats else float('nan'):.2f}, book "
@@ -319,7 +326,7 @@ def main(argv=None) -> None:
                                              f"book {_ppl(ref, 327) or float('nan'):.2f})")
         lines.append(f"| {_codebook_run_label(r)} | {r['bits']} | {bpw:.3f} | "
                      f"{'—' if pp is None else f'{pp:.2f}'} | {'—' if pb is None else f'{pb:.2f}'} | {cells[0]} | "
-                     f"{cells[1]} | {ref_label} | {_time_cell(r)} | {r.get('threads') or '—'} | "
+                     f"{cells[1]} | {ref_label} | {_time_cell(r)} | {_threads_cell(r)} | "
                      f"{r['peak_memory_bytes'] / 2**30:.1f} |")
     lines.append("")
     lines += _finetune_section(vq)
