@@ -62,10 +62,11 @@ def _slug(codebook: str) -> str:
     return codebook.replace(":", "-").replace("/", "_").replace(".json", "")
 
 
-def _record_path(codebook, bits, method="gptq", epochs=None):
-    """The record of a quantization run, or (``epochs`` given) of its fine-tuning for that many epochs."""
+def _record_path(codebook, bits, method="gptq", epochs=None, train=("scales", "norms")):
+    """The record of a quantization run, or (``epochs`` given) of its fine-tuning for that many
+    epochs (``…-ft-eE-in-…`` where the fine-tuning also trained input scales)."""
     tag = "" if method == "gptq" else "-" + method.replace("gptq+", "").replace("+", "-")
-    ft = "" if epochs is None else f"-ft-e{epochs}"
+    ft = "" if epochs is None else f"-ft-e{epochs}" + ("-in" if "in_scales" in train else "")
     return RESULTS / f"smollm2-{bits}b-vq-{_slug(codebook)}{tag}{ft}-n128-w327.json"
 
 
@@ -175,7 +176,9 @@ def _finetune_section(vq) -> list:
     return ["## Fine-tuning (`latticeq finetune`)", "",
             "The codes stay as quantized; the row scales (stored in float16) and the normalization weights are "
             "trained by Adam to minimize the per-token KL divergence from the float model on the calibration "
-            "windows (`trainable` parameters). Held-out KL: on 16 calibration-corpus windows that share no token "
+            "windows (`trainable` parameters; rows `with input scales` also train one new float16 scale per input "
+            "column of every lattice-coded layer, `latticeq finetune --train scales,norms,in_scales`, whose 16 bits "
+            "per column the bits per weight count). Held-out KL: on 16 calibration-corpus windows that share no token "
             "with the training windows, before training → after the epoch kept (the best one). `start` = the "
             "fine-tuned checkpoint itself before training (where this machine lacked the recorded run's checkpoint, "
             "it was quantized again and scored on the prefix only); `recorded run` = the committed record of the "
@@ -202,7 +205,8 @@ def _finetune_row(base: Path, path: Path, args) -> None:
     else:
         resume = (out / ".latticeq-state" / "run.json").is_file() and not args.redo
         print(f"fine-tuning: {base.name} -> {out}", flush=True)
-        rec = finetune_checkpoint(base, out, epochs=args.epochs, lr=args.lr, eval_text="default", resume=resume,
+        rec = finetune_checkpoint(base, out, epochs=args.epochs, lr=args.lr, params=args.train,
+                                  eval_text="default", resume=resume,
                                   force=out.exists() and not resume, progress=True)
     write_record(rec, path)
     ft = rec["finetune"]
@@ -223,11 +227,15 @@ def main(argv=None) -> None:
                     help="also fine-tune each run's checkpoint (latticeq finetune: row scales and norms, KL to the "
                          "float model, --epochs/--lr) and score it (records named …-ft-eE-…)")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--train", default="scales,norms",
+                    help="what fine-tuning trains (latticeq finetune --train); with in_scales, records are named "
+                         "…-ft-eE-in-…")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--redo", action="store_true",
                     help="quantize the --runs again from scratch although their records exist (after a pipeline "
                          "or format change); each record is replaced when its new run finishes")
     args = ap.parse_args(argv)
+    args.train = tuple(p.strip() for p in args.train.split(",") if p.strip())
     import torch
 
     from latticeq.io import atomic_write_text
@@ -253,7 +261,7 @@ def main(argv=None) -> None:
                         old = json.loads(path.read_text())
                         print(f"prefix perplexity {again['perplexity']:.3f}, recorded {_ppl(old, PREFIX):.3f} "
                               f"(threads {again['threads']}, recorded {old.get('threads')})", flush=True)
-                    _finetune_row(out, _record_path(cb, bits, args.method, epochs=args.epochs), args)
+                    _finetune_row(out, _record_path(cb, bits, args.method, epochs=args.epochs, train=args.train), args)
                 continue
             if args.redo and out.exists():
                 shutil.rmtree(out)  # from scratch: an earlier checkpoint or state may predate the change
@@ -270,7 +278,7 @@ def main(argv=None) -> None:
             print(f"{path.name}: ppl {rec['perplexity']:.3f}, {rec['bits_per_weight']:.3f} bits/weight, "
                   f"quant {rec['quant_time_s']:.0f} s", flush=True)
             if args.finetune:
-                _finetune_row(out, _record_path(cb, bits, args.method, epochs=args.epochs), args)
+                _finetune_row(out, _record_path(cb, bits, args.method, epochs=args.epochs, train=args.train), args)
         # the speed section: the first 2-bit e8p checkpoint this machine has
         first = next((f for f in (CACHE / "smollm2-2b-e8p", CACHE / "smollm2-2b-e8p-refine")
                       if (f / "config.json").exists()), None)

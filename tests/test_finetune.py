@@ -77,6 +77,41 @@ def test_trainable_module_computes_the_same_map_and_its_gradient(make):
     assert torch.equal(mod.scales, mod.scales.half().float())  # back to what a checkpoint stores
 
 
+def test_trainable_input_scales_start_at_one_and_get_the_exact_gradient():
+    _, student, layers = _pair()
+    name = next(iter(layers))
+    mod = student.get_submodule(name)
+    x = torch.randn(5, mod.in_features, dtype=torch.float32)
+    with torch.no_grad():
+        ref = mod(x)
+    assert mod.in_scales is None
+    mod.set_trainable(True, in_scales=True)
+    assert isinstance(mod.in_scales, torch.nn.Parameter) and torch.equal(mod.in_scales, torch.ones(mod.in_features))
+    y = mod(x)
+    assert torch.allclose(y, ref, atol=1e-5, rtol=1e-5)
+    # y is linear in each input scale too
+    y.sum().backward()
+    g = mod.in_scales.grad.clone()
+    with torch.no_grad():
+        c0 = mod.in_scales.detach().clone()
+        e = torch.zeros_like(c0)
+        e[2] = 1e-2
+        mod.in_scales.copy_(c0 + e)
+        up = mod(x).sum()
+        mod.in_scales.copy_(c0 * 0.9)
+        shrunk = mod(x)
+        mod.in_scales.copy_(c0)
+        base = mod(x).sum()
+    assert float(g[2]) == pytest.approx(float(up - base) / 1e-2, rel=1e-3, abs=1e-4)
+    assert torch.allclose(shrunk, mod(x * 0.9), atol=1e-5)  # a scale on the input, in the original basis
+    mod.set_trainable(False)
+    assert "in_scales" not in dict(mod.named_parameters()) and torch.equal(mod.in_scales, mod.in_scales.half().float())
+    # trained again without them: they stay fixed (a buffer), folded into every call
+    mod.set_trainable(True)
+    assert not isinstance(mod.in_scales, torch.nn.Parameter)
+    assert set(trainable_tensors(student, ("in_scales",))) == {f"{n}.in_scales" for n in layers}
+
+
 def test_finetune_lowers_the_kl_and_keeps_the_codes():
     teacher, student, layers = _pair()
     codes = {k: q.codes.copy() for k, q in layers.items()}
@@ -184,6 +219,27 @@ def test_cli_finetunes_a_checkpoint_that_loads_to_the_same_perplexity(tmp_path):
     r2 = CliRunner().invoke(main, ["eval", str(ft), "--text", str(d / "calib.txt"), "--seqlen", "32",
                                    "--max-windows", "2", "--no-progress"])
     assert r2.exit_code == 0 and f"{rec['perplexity']:.4f}" in r2.output
+    # with input scales: a new float16 tensor per layer, counted in bits per weight, loaded back to the same score
+    fi = tmp_path / "ft-in"
+    r = CliRunner().invoke(main, ["finetune", str(vq), "--out", str(fi), "--heldout", "2", "--epochs", "1", "--lr",
+                                  "0.01", "--train", "scales,norms,in_scales", "--eval", str(d / "calib.txt"),
+                                  "--eval-windows", "2", *common])
+    assert r.exit_code == 0, r.output
+    ri = read_records([fi / "latticeq_record.json"])[0]
+    from latticeq.nn.vqformat import load_vq_checkpoint
+
+    back = load_vq_checkpoint(fi)
+    qs = back.latticeq_quantized
+    assert all(q.in_scales is not None and q.in_scales.dtype == np.float16 for q in qs.values())
+    assert any(not np.all(q.in_scales == 1) for q in qs.values())
+    extra = 16 * sum(q.shape[1] for q in qs.values()) / sum(q.shape[0] * q.shape[1] for q in qs.values())
+    assert ri["bits_per_weight"] == pytest.approx(rec["bits_per_weight"] + extra)
+    assert ri["finetune"]["params"] == ["scales", "norms", "in_scales"]
+    assert _codebook_run_label(ri).endswith("+ 1-epoch fine-tuning with input scales")
+    assert ri["finetune"]["trainable"] == f["trainable"] + sum(q.shape[1] for q in qs.values())
+    r2 = CliRunner().invoke(main, ["eval", str(fi), "--text", str(d / "calib.txt"), "--seqlen", "32",
+                                   "--max-windows", "2", "--no-progress"])
+    assert r2.exit_code == 0 and f"{ri['perplexity']:.4f}" in r2.output
     # bad input: an existing --out, a scalar checkpoint, an unknown parameter set, a missing folder
     r3 = CliRunner().invoke(main, args)
     assert r3.exit_code != 0 and "exists" in r3.output

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from latticeq.lattice.codebook import parse_codebook  # noqa: E402
 from latticeq.nn import pipeline as pl  # noqa: E402
-from latticeq.nn.vqformat import (VQLinear, is_vq_checkpoint, load_vq_checkpoint,  # noqa: E402
+from latticeq.nn.vqformat import (VQLinear, install_vq_layers, is_vq_checkpoint, load_vq_checkpoint,  # noqa: E402
                                   save_vq_checkpoint, set_vq_cache)
 from model_helpers import tiny_gemma, tiny_gpt2, tiny_llama, tiny_model_folder, tiny_opt  # noqa: E402
 
@@ -62,7 +62,7 @@ def test_round_trip_gives_identical_logits(make, tmp_path):
             assert torch.allclose(y, x @ q.dequant().T, atol=1e-4, rtol=1e-4)
             assert torch.allclose(mod.dense_weight(), q.dequant().float(), atol=1e-6)
     cfg = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert cfg["codebook"]["kind"] == "e8p" and cfg["format_version"] == 2 and cfg["index_bits"] == 16
+    assert cfg["codebook"]["kind"] == "e8p" and cfg["format_version"] == 3 and cfg["index_bits"] == 16
     # bits per weight from the stored tensors: 16-bit codes per 8 weights + fp16 scale per row +
     # int16 permutation + sign bits
     bpw = pl.bits_per_weight(res.layers)
@@ -220,6 +220,60 @@ def test_bad_settings_and_checkpoints(tmp_path):
     t[key] = t[key][:-1].contiguous()
     save_file(t, str(w))
     with pytest.raises(ValueError, match="has codes"):
+        load_vq_checkpoint(out)
+
+
+def test_input_scales_round_trip_and_bad_ones_are_refused(tmp_path):
+    """Format version 3's optional input scales: W · diag(c) in every mode (codes decoded per
+    call, dense, VQLayer.dequant), 16 bits per column in bits per weight, saved and loaded back
+    exactly; wrong shapes, non-finite values, or input scales under a version-2 header refused."""
+    from safetensors.torch import load_file, save_file
+
+    _, res = _quantize(tiny_llama())
+    ids = _windows(1, 16, seed=6)
+    bpw = pl.bits_per_weight(res.layers)
+    rng = np.random.default_rng(0)
+    dense = {}
+    for name, q in res.layers.items():
+        dense[name] = q.dequant().double()
+        q.in_scales = rng.uniform(0.5, 1.5, q.shape[1]).astype(np.float16)
+    model = tiny_llama()  # the same float tensors the run started from
+    install_vq_layers(model, res.layers)
+    for name, q in res.layers.items():
+        W = dense[name] * torch.from_numpy(q.in_scales.astype(np.float64))[None, :]
+        assert torch.allclose(q.dequant().double(), W, atol=1e-5)
+        mod = model.get_submodule(name)
+        assert torch.allclose(mod.dense_weight().double(), W, atol=1e-5)
+        x = torch.randn(3, q.shape[1])
+        mod.set_cache(False)
+        lean = mod(x)
+        mod.set_cache(True)
+        assert torch.allclose(lean, mod(x), atol=1e-4, rtol=1e-4)
+    n_cols = sum(q.shape[1] for q in res.layers.values())
+    n_w = sum(q.shape[0] * q.shape[1] for q in res.layers.values())
+    assert pl.bits_per_weight(res.layers) == pytest.approx(bpw + 16 * n_cols / n_w)
+    with torch.no_grad():
+        ref = model(ids).logits
+    out = save_vq_checkpoint(model, res.layers, tmp_path / "ck", bits=2, incoherence=True, desc_act=True,
+                             damp_percent=0.01)
+    back = load_vq_checkpoint(out)
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, ref)
+    assert all(np.array_equal(back.latticeq_quantized[k].in_scales, q.in_scales) for k, q in res.layers.items())
+    w, cfg_path = out / "model.safetensors", out / "config.json"
+    good_w, good_cfg = w.read_bytes(), cfg_path.read_text()
+    key = next(k for k in load_file(str(w)) if k.endswith("vq_in_scales"))
+    for bad in (lambda v: v[:-1], lambda v: v.float(), lambda v: v * float("inf")):
+        t = load_file(str(w))
+        t[key] = bad(t[key]).contiguous()
+        save_file(t, str(w))
+        with pytest.raises(ValueError, match="input scales"):
+            load_vq_checkpoint(out)
+        w.write_bytes(good_w)
+    cfg = json.loads(good_cfg)
+    cfg["quantization_config"]["format_version"] = 2
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="format version 2 does not define"):
         load_vq_checkpoint(out)
 
 

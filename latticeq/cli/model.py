@@ -91,7 +91,9 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
               help="Adam learning rate, relative to each tensor's RMS value (cosine decay to 0).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Windows per step.")
 @click.option("--train", "params", default="scales,norms", show_default=True,
-              help="What to train: scales (the lattice-coded layers' row scales), norms (normalization weights).")
+              help="What to train: scales (the lattice-coded layers' row scales), norms (normalization weights), "
+                   "in_scales (a new float16 scale per input column of each lattice-coded layer: +16 bits per "
+                   "column, counted in bits per weight).")
 @click.option("--calib", default=None, help="Calibration text file(s), comma-separated (default: the shipped "
               "Austen novels except Pride and Prejudice, as in quantize).")
 @click.option("--nsamples", default=None, type=click.IntRange(min=1),

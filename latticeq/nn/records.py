@@ -229,11 +229,13 @@ def _method_label(rec: dict) -> str:
 
 def _codebook_run_label(rec: dict) -> str:
     """A lattice-coded run's codebook, ``+ block descent`` where its method added it
-    (``gptq+refine``) and ``+ E-epoch fine-tuning`` where ``latticeq finetune`` ran on it, so
-    runs of one codebook, and its fine-tuning schedules, stay apart in tables and plots."""
+    (``gptq+refine``) and ``+ E-epoch fine-tuning`` (``with input scales`` where it trained
+    them) where ``latticeq finetune`` ran on it, so runs of one codebook, and its fine-tuning
+    schedules, stay apart in tables and plots."""
     ft = rec.get("finetune")
     return (_codebook_label(rec["codebook"]) + (" + block descent" if rec["method"] == "gptq+refine" else "")
-            + (f" + {ft['epochs']}-epoch fine-tuning" if ft else ""))
+            + (f" + {ft['epochs']}-epoch fine-tuning" if ft else "")
+            + (" with input scales" if ft and "in_scales" in (ft.get("params") or ()) else ""))
 
 
 def _codebook_label(spec: dict) -> str:

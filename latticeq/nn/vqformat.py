@@ -14,16 +14,20 @@ tensor          shape, dtype                     content
 ``vq_signs``    (⌈(m+n)/8⌉,) uint8               the randomized Hadamard transforms' signs,
                                                  output's then input's, ``np.packbits(s < 0)``
                                                  (absent without incoherence)
+``vq_in_scales`` (n,) float16 optional           one scale per input column (original basis),
+                                                 trained by ``latticeq finetune --train
+                                                 …,in_scales`` (format version 3)
 ``bias``        (m,) optional                    unchanged
 ==============  ===============================  ==============================================
 
-and decodes to ``W = Uᵀ · Q[:, perm⁻¹] · V`` with ``Q = diag(scales) · decode(codes)`` (rows of
+and decodes to ``W = Uᵀ · Q[:, perm⁻¹] · V · diag(in_scales)`` (no last factor without input
+scales) with ``Q = diag(scales) · decode(codes)`` (rows of
 ``m × n/d`` codewords of dimension ``d`` laid side by side), ``U = H_m diag(s_out)/√m`` and
 ``V = H_n diag(s_in)/√n`` (:mod:`latticeq.nn.incoherence`; the Hadamard matrices are rebuilt
 from the width by the same construction, whose factors ``config.json`` records and the loader
 checks). ``config.json``'s ``quantization_config``::
 
-    {"quant_method": "latticeq-vq", "checkpoint_format": "latticeq-vq", "format_version": 2,
+    {"quant_method": "latticeq-vq", "checkpoint_format": "latticeq-vq", "format_version": 3,
      "bits": B, "index_bits": b, "codebook": <Codebook.spec(): catalog name or the generator itself>,
      "incoherence": true, "transform_factors": {"576": [72, 2, 2, 2], ...},
      "desc_act": true, "damp_percent": 0.01, "modules": [...]}
@@ -48,9 +52,10 @@ __all__ = ["VQ_FORMAT", "VQ_FORMAT_VERSION", "VQLayer", "VQLinear", "vq_layer_fr
            "install_vq_layers", "save_vq_checkpoint", "load_vq_checkpoint", "is_vq_checkpoint"]
 
 VQ_FORMAT = "latticeq-vq"
-VQ_FORMAT_VERSION = 2
-#: versions this latticeq reads: 1 stored each index in ⌈b/8⌉ whole bytes, ``(m, n/d, B)``
-READABLE_VERSIONS = (1, 2)
+VQ_FORMAT_VERSION = 3
+#: versions this latticeq reads: 1 stored each index in ⌈b/8⌉ whole bytes, ``(m, n/d, B)``;
+#: 2 packed them into one bit stream; 3 added the optional input scales
+READABLE_VERSIONS = (1, 2, 3)
 WEIGHTS_NAME = "model.safetensors"
 #: codebooks with at most this many codewords decode by table lookup in the forward pass
 TABLE_LIMIT = 2**16
@@ -62,7 +67,8 @@ class VQLayer:
     """One lattice-coded layer (see the module docstring).
 
     codes (m, n/d) int64; scales (m,) float16; perm (n,) int64; signs_out (m,) / signs_in (n,)
-    of ±1.0, or None without incoherence; codebook; transposed (GPT-2 ``Conv1D``).
+    of ±1.0, or None without incoherence; codebook; transposed (GPT-2 ``Conv1D``); in_scales
+    (n,) float16 or None (see the module docstring).
     """
 
     codes: np.ndarray
@@ -72,6 +78,7 @@ class VQLayer:
     signs_in: np.ndarray | None
     codebook: object
     transposed: bool = False
+    in_scales: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -83,6 +90,8 @@ class VQLayer:
         bits = 8 * math.ceil(self.codes.size * self.codebook.index_bits / 8) + 16 * m + (16 if n < 2**15 else 32) * n
         if self.signs_out is not None:
             bits += 8 * math.ceil((m + n) / 8)
+        if self.in_scales is not None:
+            bits += 16 * n
         return bits
 
     def transforms(self):
@@ -101,6 +110,8 @@ class VQLayer:
         Qt = Q[:, np.argsort(self.perm)]
         U, V = self.transforms()
         W = Qt if U is None else U.inverse(V.inverse(Qt).T).T
+        if self.in_scales is not None:
+            W = W * self.in_scales.astype(np.float64)[None, :]
         return torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32))
 
 
@@ -160,7 +171,7 @@ def _torch_module_base():
 class VQLinear(_torch_module_base()):
     """A linear layer that holds lattice codes (see the module docstring).
 
-    ``forward(x) = U(V(x)[..., perm] · Qᵀ) + bias`` with ``Q = diag(scales) · decode(codes)``,
+    ``forward(x) = U(V(x ⊙ in_scales)[..., perm] · Qᵀ) + bias`` with ``Q = diag(scales) · decode(codes)``,
     ``V(x) = x Vᵀ`` and ``U(z) = z U`` the factored randomized Hadamard transforms. Two modes:
 
     * ``cache=False``: ``Q`` (transformed basis) is decoded from the codes by table lookup at
@@ -188,6 +199,8 @@ class VQLinear(_torch_module_base()):
         # buffers are derived from the checkpoint's tensors, not saved in the state dict
         self.register_buffer("scales", torch.from_numpy(layer.scales.astype(np.float32)).to(dtype), persistent=False)
         self.register_buffer("perm", torch.from_numpy(layer.perm.astype(np.int64)), persistent=False)
+        ins = None if layer.in_scales is None else torch.from_numpy(layer.in_scales.astype(np.float32)).to(dtype)
+        self.register_buffer("in_scales", ins, persistent=False)
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().clone().to(dtype), requires_grad=False)
         self._U, self._V = layer.transforms()
         tables = _tables(layer.codebook)
@@ -235,19 +248,21 @@ class VQLinear(_torch_module_base()):
             P = P + getattr(self, f"table{i}")[getattr(self, f"index{i}")]
         return P.reshape(m, n)
 
-    def _fold(self, AT, scales):
-        """The dense weight (m × n, original basis) from :meth:`_input_image` and row scales."""
+    def _fold(self, AT, scales, in_scales=None):
+        """The dense weight (m × n, original basis) from :meth:`_input_image`, the row scales and
+        the input scales (if any)."""
         y = AT * scales[None, :]
         if self._U is not None:
             y = self._U.inverse(y)
-        return y.T
+        return y.T if in_scales is None else y.T * in_scales[None, :]
 
     def dense_weight(self):
         """The layer's weight in the original basis (m × n): the map :meth:`forward` computes
         with ``cache=False``, applied to the identity in float64 and rounded once."""
         import torch
 
-        W = self._fold(self._input_image(torch.float64), self.scales.detach().to(torch.float64))
+        ins = None if self.in_scales is None else self.in_scales.detach().to(torch.float64)
+        W = self._fold(self._input_image(torch.float64), self.scales.detach().to(torch.float64), ins)
         return W.to(self.scales.dtype).contiguous()
 
     def set_cache(self, cache: bool) -> None:
@@ -255,21 +270,30 @@ class VQLinear(_torch_module_base()):
         self.cache = bool(cache)
         self._weight = None
 
-    def set_trainable(self, trainable: bool) -> None:
-        """Fine-tuning mode (:mod:`latticeq.nn.finetune`): the row scales become a parameter and
-        every call folds them into the dense weight (``U⁻¹(Aᵀ · diag(scales))``, with ``Aᵀ``
-        computed once), so gradients reach them while the codes stay fixed. Switching back
-        rounds the scales to float16, as the checkpoint stores them."""
+    def set_trainable(self, trainable: bool, *, in_scales: bool = False) -> None:
+        """Fine-tuning mode (:mod:`latticeq.nn.finetune`): the row scales — and with
+        ``in_scales``, one scale per input column, starting at 1 where the layer has none yet —
+        become parameters, and every call folds them into the dense weight
+        (``U⁻¹(Aᵀ · diag(scales))ᵀ · diag(in_scales)``, with ``Aᵀ`` computed once), so gradients
+        reach them while the codes stay fixed. Switching back rounds them to float16, as the
+        checkpoint stores them."""
         import torch
 
         if bool(trainable) == self.trainable:
             return
-        s = self.scales.detach()
-        del self.scales  # a buffer or a parameter
         if trainable:
-            self.scales = torch.nn.Parameter(s.clone())
+            names = ["scales"] + (["in_scales"] if in_scales else [])  # existing input scales stay fixed otherwise
         else:
-            self.register_buffer("scales", s.half().to(s.dtype), persistent=False)
+            names = [nm for nm in ("scales", "in_scales") if isinstance(getattr(self, nm), torch.nn.Parameter)]
+        for nm in names:
+            t = getattr(self, nm)
+            t = torch.ones(self.in_features, dtype=self.scales.dtype, device=self.scales.device) if t is None \
+                else t.detach()
+            delattr(self, nm)  # a buffer or a parameter
+            if trainable:
+                setattr(self, nm, torch.nn.Parameter(t.clone()))
+            else:
+                self.register_buffer(nm, t.half().to(t.dtype), persistent=False)
         self.trainable = bool(trainable)
         self._image = None
         self._weight = None
@@ -281,11 +305,14 @@ class VQLinear(_torch_module_base()):
         if self.trainable:
             if self._image is None:
                 self._image = self._input_image(self.scales.dtype)
-            return torch.nn.functional.linear(h, self._fold(self._image, self.scales), self.bias).to(x.dtype)
+            return torch.nn.functional.linear(h, self._fold(self._image, self.scales, self.in_scales),
+                                              self.bias).to(x.dtype)
         if self.cache:
             if self._weight is None:
                 self._weight = self.dense_weight()
             return torch.nn.functional.linear(h, self._weight, self.bias).to(x.dtype)
+        if self.in_scales is not None:
+            h = h * self.in_scales
         if self._V is not None:
             h = self._V.forward(h)
         h = h[..., self.perm]
@@ -365,6 +392,8 @@ def _pack(q: VQLayer) -> dict:
            "vq_perm": torch.from_numpy(q.perm.astype(np.int16 if q.shape[1] < 2**15 else np.int32))}
     if q.signs_out is not None:
         out["vq_signs"] = torch.from_numpy(np.packbits(np.concatenate([q.signs_out, q.signs_in]) < 0))
+    if q.in_scales is not None:
+        out["vq_in_scales"] = torch.from_numpy(np.ascontiguousarray(q.in_scales.astype(np.float16)))
     return out
 
 
@@ -408,7 +437,16 @@ def _unpack(t: dict, prefix: str, codebook, m: int, n: int, incoherence: bool, t
             raise ValueError(f"{path}: layer {prefix[:-1]!r} has {len(bits)} sign bits, expected {m + n} (padded)")
         s = np.where(bits[:m + n] == 1, -1.0, 1.0)
         so, si = s[:m], s[m:]
-    return VQLayer(codes, scales, perm, so, si, codebook, transposed)
+    ins = None
+    if prefix + "vq_in_scales" in t:
+        ins = need("vq_in_scales")
+        if version < 3:
+            raise ValueError(f"{path}: layer {prefix[:-1]!r} has input scales, which format version {version} "
+                             "does not define (3 does)")
+        if ins.shape != (n,) or ins.dtype != np.float16 or not np.isfinite(ins).all():
+            raise ValueError(f"{path}: layer {prefix[:-1]!r} has input scales {ins.dtype} {ins.shape}, expected "
+                             f"finite float16 ({n},)")
+    return VQLayer(codes, scales, perm, so, si, codebook, transposed, ins)
 
 
 def is_vq_checkpoint(folder) -> bool:
