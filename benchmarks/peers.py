@@ -467,7 +467,7 @@ def _records():
 
 def table() -> str:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from vq_models import _bpw_scalar, _paired, _ppl
+    from vq_models import _bpw_scalar, _paired, _ppl, _time_cell
 
     peers, ours, _ = _records()
     book = book_windows()
@@ -522,7 +522,8 @@ def table() -> str:
             pr = _paired(r, ref, w) if ref is not None and nw(ref) >= w else None
             vs = "—" if pr is None else f"{pr[0]:.3f} ± {pr[1]:.3f} vs {label(ref)} ({w})"
         pk = "—" if not r.get("peak_memory_bytes") else f"{r['peak_memory_bytes'] / 2**30:.1f}"
-        qt = "—" if r.get("quant_time_s") is None else f"{r['quant_time_s']:.0f}"
+        # a fine-tuned row's cost is its quantization and its fine-tuning: "722 + 2154 fine-tuning"
+        qt = "—" if r.get("quant_time_s") is None else _time_cell(r)
         lines.append(f"| {label(r) if kind == 'ours' else r['method']} | {bpw(r):.3f} | {fmt(_ppl(r, PREFIX))} | "
                      f"{fmt(_ppl(r, book) if nw(r) >= book else None)} | {vs} | {qt} | {pk} |")
     # plainly: peer rows that no latticeq row of the same or fewer bits per weight beats
