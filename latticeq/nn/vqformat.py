@@ -2,23 +2,23 @@
 
 A layer quantized with a codebook (:func:`latticeq.nn.solvers.vq.vq_solve`) is stored as
 
-==============  ===============================  ==============================================
-tensor          shape, dtype                     content
-==============  ===============================  ==============================================
-``vq_codes``    (⌈m·(n/d)·b/8⌉,) uint8           codeword indices of each row's blocks of ``d``
-                                                 columns (transformed basis, processing order),
-                                                 row by row, ``b = ⌈log2 size⌉`` bits each,
-                                                 one little-endian bit stream
-``vq_scales``   (m,) float16                     one scale per row
-``vq_perm``     (n,) int16 (int32 if n ≥ 2^15)   processing order of the transformed columns
-``vq_signs``    (⌈(m+n)/8⌉,) uint8               the randomized Hadamard transforms' signs,
-                                                 output's then input's, ``np.packbits(s < 0)``
-                                                 (absent without incoherence)
-``vq_in_scales`` (n,) float16 optional           one scale per input column (original basis),
-                                                 trained by ``latticeq finetune --train
-                                                 …,in_scales`` (format version 3)
-``bias``        (m,) optional                    unchanged
-==============  ===============================  ==============================================
+================  ===============================  ==============================================
+tensor            shape, dtype                     content
+================  ===============================  ==============================================
+``vq_codes``      (⌈m·(n/d)·b/8⌉,) uint8           codeword indices of each row's blocks of ``d``
+                                                   columns (transformed basis, processing order),
+                                                   row by row, ``b = ⌈log2 size⌉`` bits each,
+                                                   one little-endian bit stream
+``vq_scales``     (m,) float16                     one scale per row
+``vq_perm``       (n,) int16 (int32 if n ≥ 2^15)   processing order of the transformed columns
+``vq_signs``      (⌈(m+n)/8⌉,) uint8               the randomized Hadamard transforms' signs,
+                                                   output's then input's, ``np.packbits(s < 0)``
+                                                   (absent without incoherence)
+``vq_in_scales``  (n,) float16, optional           one scale per input column (original basis),
+                                                   trained by ``latticeq finetune --train
+                                                   …,in_scales`` (format version 3)
+``bias``          (m,) optional                    unchanged
+================  ===============================  ==============================================
 
 and decodes to ``W = Uᵀ · Q[:, perm⁻¹] · V · diag(in_scales)`` (no last factor without input
 scales) with ``Q = diag(scales) · decode(codes)`` (rows of
