@@ -171,7 +171,7 @@ def main(argv=None) -> None:
                   + table_of([r for r in recs if nev(r) == k]))
     if other:
         table += ("\n## Earlier runs with other calibration sizes\n\nEach compared with GPTQ at the same calibration "
-                  f"size; the float baseline is the row above.\n\n" + table_of(other))
+                  "size; the float baseline is the row above.\n\n" + table_of(other))
     md = ROOT / "benchmarks" / "models.md"
     header = (
         "# SmolLM2-135M-Instruct: whole-model quantization (benchmarks/models.py)\n\n"

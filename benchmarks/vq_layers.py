@@ -157,7 +157,6 @@ def main() -> int:
         def vals(r, k, names):
             return np.array([state[f"{b}|{n}|{r}"][k] for n in names])
 
-        tg = vals("gptq", "seconds", [n for n, _, _ in layers if f"{b}|{n}|gptq" in state])
         lines += [f"## {b} bits per dimension", "",
                   "| codebook / solver | layers | mean rel. error | ÷ scalar best | ÷ GPTQ | ÷ e8p (same layers) | "
                   "bits/weight | time ÷ GPTQ |",

@@ -1,6 +1,5 @@
 """Grid, HessianAccumulator and LayerProblem: known values and bad input."""
 
-import numpy as np
 import pytest
 import torch
 
