@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from latticeq.io import CACHE_ROOT
+from latticeq.nn.finetune import DEFAULT_FINETUNE_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results" / "quant"
@@ -62,7 +63,7 @@ def _slug(codebook: str) -> str:
     return codebook.replace(":", "-").replace("/", "_").replace(".json", "")
 
 
-def _record_path(codebook, bits, method="gptq", epochs=None, train=("scales", "norms")):
+def _record_path(codebook, bits, method="gptq", epochs=None, train=DEFAULT_FINETUNE_PARAMS):
     """The record of a quantization run, or (``epochs`` given) of its fine-tuning for that many
     epochs (``…-ft-eE-in-…`` where the fine-tuning also trained input scales)."""
     tag = "" if method == "gptq" else "-" + method.replace("gptq+", "").replace("+", "-")
@@ -227,7 +228,7 @@ def main(argv=None) -> None:
                     help="also fine-tune each run's checkpoint (latticeq finetune: row scales and norms, KL to the "
                          "float model, --epochs/--lr) and score it (records named …-ft-eE-…)")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--train", default="scales,norms",
+    ap.add_argument("--train", default=",".join(DEFAULT_FINETUNE_PARAMS),
                     help="what fine-tuning trains (latticeq finetune --train); with in_scales, records are named "
                          "…-ft-eE-in-…")
     ap.add_argument("--lr", type=float, default=3e-3)

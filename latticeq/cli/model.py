@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from latticeq.cli.common import fail, quiet_transformers
+from latticeq.nn.finetune import DEFAULT_FINETUNE_PARAMS  # a constant; the module imports torch on use only
 
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, RuntimeError)
 
@@ -90,7 +91,7 @@ def quantize(model, bits, group_size, group_refresh, sym, mse, act_order, method
 @click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1, max_open=True),
               help="Adam learning rate, relative to each tensor's RMS value (cosine decay to 0).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Windows per step.")
-@click.option("--train", "params", default="scales,norms", show_default=True,
+@click.option("--train", "params", default=",".join(DEFAULT_FINETUNE_PARAMS), show_default=True,
               help="What to train: scales (the lattice-coded layers' row scales), norms (normalization weights), "
                    "in_scales (a new float16 scale per input column of each lattice-coded layer: +16 bits per "
                    "column, counted in bits per weight).")
