@@ -105,7 +105,17 @@ def _steps(x_path, w_path, dim, k, seed, bits=4, step=1.0, percdamp=0.0):
     return steps_picture(X, w, bits=bits, step=step, percdamp=percdamp)
 
 
-def _report_steps(pic, path):
+def _draw_steps(plot, out, force, *steps_args):
+    """Solve the small layer once (:func:`_steps`), draw it with ``plot`` to ``out`` (refusing to
+    overwrite without ``force``) and report each solver's codes and error."""
+    from latticeq.draw._io import check_output_path
+
+    try:
+        check_output_path(out, force=force)
+        pic = _steps(*steps_args)
+        path = plot(pic, out)
+    except _USER_ERRORS as exc:
+        fail(str(exc))
     for name, run in (("GPTQ", pic.gptq), ("Babai", pic.babai), ("LLL + Babai", pic.lll)):
         click.echo(f"{name:12s} codes {run.codes.tolist()}  output error ||X(w-q)||^2 = {run.error:.5g}  "
                    f"Babai bound {run.babai_bound:.4g}")
@@ -118,16 +128,9 @@ def _report_steps(pic, path):
 @_steps_options
 def babai(out, x_path, w_path, dim, k, seed, bits, step, percdamp, force):
     """Babai's nearest planes in data space, before and after LLL, from the real solvers (2-D or 3-D)."""
-    from latticeq.draw._io import check_output_path
     from latticeq.draw.steps import plot_babai
 
-    try:
-        check_output_path(out, force=force)
-        pic = _steps(x_path, w_path, dim, k, seed, bits, step, percdamp)
-        path = plot_babai(pic, out)
-    except _USER_ERRORS as exc:
-        fail(str(exc))
-    _report_steps(pic, path)
+    _draw_steps(plot_babai, out, force, x_path, w_path, dim, k, seed, bits, step, percdamp)
 
 
 @draw.command()
@@ -136,16 +139,9 @@ def babai(out, x_path, w_path, dim, k, seed, bits, step, percdamp, force):
 @_steps_options
 def gptq(out, x_path, w_path, dim, k, seed, bits, step, percdamp, force):
     """GPTQ's moving target in parameter space beside the same steps in data space (2-D or 3-D)."""
-    from latticeq.draw._io import check_output_path
     from latticeq.draw.steps import plot_gptq
 
-    try:
-        check_output_path(out, force=force)
-        pic = _steps(x_path, w_path, dim, k, seed, bits, step, percdamp)
-        path = plot_gptq(pic, out)
-    except _USER_ERRORS as exc:
-        fail(str(exc))
-    _report_steps(pic, path)
+    _draw_steps(plot_gptq, out, force, x_path, w_path, dim, k, seed, bits, step, percdamp)
 
 
 @draw.command()
