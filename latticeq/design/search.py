@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import math
 import os
@@ -217,24 +218,16 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
             raise SearchPaused(f"n={n} {method} restart {index} paused at step {state.step} "
                                f"of {state.steps} (budget reached); --resume continues it")
 
-    if method == "sgd":
-        if rec is not None:
-            state = S.SGDState.from_dict(rec["state"])
-        else:
-            state = _initial_state(cfg, rseed)
-        save(state)
-        state = S.sgd(n, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
-                      chunk=cfg.get("chunk") or 20000)
-        G = state.generator
+    sgd = method == "sgd"
+    if rec is not None:
+        state = (S.SGDState if sgd else F.FusionState).from_dict(rec["state"])
     else:
-        if rec is not None:
-            state = F.FusionState.from_dict(rec["state"])
-        else:
-            state = _initial_state(cfg, rseed)
-        save(state)
-        state = F.fuse(None, state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
-                       chunk=cfg.get("chunk") or 50)
-        G = F.fused_generator(state)
+        state = _initial_state(cfg, rseed)
+    save(state)
+    run = functools.partial(S.sgd, n) if sgd else functools.partial(F.fuse, None)
+    state = run(state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
+                chunk=cfg.get("chunk") or (20000 if sgd else 50))
+    G = state.generator if sgd else F.fused_generator(state)
     nsm, se = estimate_nsm_mc(G, cfg["select_samples"], seed=_seed_for(rseed, 7))
     done = {"status": "done", "index": index, "seed": rseed, "generator": np.asarray(G).tolist(),
             "quick_nsm": nsm, "quick_stderr": se, "steps": state.steps,
