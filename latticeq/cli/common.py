@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules: argument loading, errors, atomic file writes."""
+"""Helpers shared by the command modules: shared options, argument loading, errors, atomic file writes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,30 @@ from latticeq.io import atomic_write
 
 #: exit status of every user error (bad option, bad file, refused output), in every command
 USER_ERROR = 2
+
+
+def grid_options(f):
+    """The grid options shared by ``quantize`` and ``quantize-layer`` (same names, defaults and help)."""
+    for opt in reversed((
+        click.option("--bits", type=int, required=True, help="Bits per weight (2-8)."),
+        click.option("--group-size", type=int, default=None,
+                     help="Columns per scale group (at most n; ⌈n/g⌉ groups, the last one smaller); "
+                          "default per-channel."),
+        click.option("--group-refresh", type=click.Choice(["published", "updated"]), default="published",
+                     show_default=True,
+                     help="Dynamic groups' parameters from GPTQ's block view of the weights (as published) "
+                          "or from the fully error-updated weights."),
+        click.option("--sym", is_flag=True, help="Symmetric grid (zero point 2^(b-1))."),
+        click.option("--mse", is_flag=True, help="MSE-optimal clipping search of each grid range (GPTQ's mse=True)."),
+        click.option("--act-order", is_flag=True, help="Process columns by descending diag(H) (GPTQ desc_act)."),
+    )):
+        f = opt(f)
+    return f
+
+
+#: ``--no-incoherence``, shared by ``quantize`` and ``quantize-layer``
+no_incoherence_option = click.option("--no-incoherence", is_flag=True,
+                                     help="Vector codebooks: skip the randomized Hadamard transforms.")
 
 
 def fail(message: str, code: int = USER_ERROR):

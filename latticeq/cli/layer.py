@@ -8,6 +8,8 @@ import time
 
 import click
 
+from latticeq.cli.common import grid_options, no_incoherence_option
+
 __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 
 
@@ -16,16 +18,8 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
 @click.command("quantize-layer")
 @click.argument("w_path", metavar="W.npy", type=click.Path(dir_okay=False))
 @click.argument("h_path", metavar="H.npy", type=click.Path(dir_okay=False))
-@click.option("--bits", type=int, required=True, help="Bits per weight (2-8).")
-@click.option("--group-size", type=int, default=None,
-              help="Columns per scale group (at most n; ⌈n/g⌉ groups, the last one smaller); default per-channel.")
-@click.option("--group-refresh", type=click.Choice(["published", "updated"]), default="published", show_default=True,
-              help="Dynamic groups' parameters from GPTQ's block view of the weights (as published) "
-                   "or from the fully error-updated weights.")
-@click.option("--sym", is_flag=True, help="Symmetric grid.")
-@click.option("--mse", is_flag=True, help="MSE-optimal clipping search of the grid range.")
+@grid_options
 @click.option("--static-groups", is_flag=True, help="Group parameters from the original weights.")
-@click.option("--act-order", is_flag=True, help="Process columns by descending diag(H).")
 @click.option("--method", default="gptq", show_default=True,
               help="rtn, gptq, babai, minpivot, lll, block, kbest; each optionally followed by +refine, +refit "
                    "or +refine+refit.")
@@ -38,7 +32,7 @@ __all__ = ["COMMANDS", "quantize_layer", "record_hessians_cmd"]
               help="scalar, e8p (2, 3 or 4 bits), voronoi:NAME (D4, E8, BW16, Leech) or voronoi:PATH.json; with a "
                    "vector codebook --bits is bits per weight (per dimension) and the solver is block Babai with "
                    "least-squares scales.")
-@click.option("--no-incoherence", is_flag=True, help="Vector codebooks: skip the randomized Hadamard transforms.")
+@no_incoherence_option
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Output .npz.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out.")
 def quantize_layer(w_path, h_path, bits, group_size, group_refresh, sym, mse, static_groups, act_order, method, percdamp, seed, block, max_nodes, k, codebook, no_incoherence, out, force):

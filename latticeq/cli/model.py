@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latticeq.cli.common import fail, quiet_transformers
+from latticeq.cli.common import fail, grid_options, no_incoherence_option, quiet_transformers
 from latticeq.nn.finetune import DEFAULT_FINETUNE_PARAMS  # a constant; the module imports torch on use only
 
 _USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, RuntimeError)
@@ -18,20 +18,13 @@ def _methods_help() -> str:
 
 @click.command()
 @click.argument("model")
-@click.option("--bits", required=True, type=int, help="Bits per weight (2–8).")
-@click.option("--group-size", type=int, default=None, help="Columns per scale group (default: per-channel).")
-@click.option("--group-refresh", type=click.Choice(["published", "updated"]), default="published", show_default=True,
-              help="Dynamic groups' parameters from GPTQ's block view of the weights (as published) "
-                   "or from the fully error-updated weights.")
-@click.option("--sym", is_flag=True, help="Symmetric grid (zero point 2^(b-1)).")
-@click.option("--mse", is_flag=True, help="MSE-optimal clipping search of each grid range (GPTQ's mse=True).")
-@click.option("--act-order", is_flag=True, help="Process columns by descending diag(H) (GPTQ desc_act).")
+@grid_options
 @click.option("--method", default="gptq", show_default=True, help=f"Layer solver: {_methods_help()}.")
 @click.option("--codebook", default="scalar", show_default=True,
               help="scalar (GPTQ grids, GPTQ checkpoint), e8p (2, 3 or 4 bits) or voronoi:NAME / voronoi:PATH.json: "
                    "lattice-coded layers (block Babai, one scale per row; --method gptq+refine adds block coordinate "
                    "descent) in a latticeq-vq checkpoint.")
-@click.option("--no-incoherence", is_flag=True, help="Vector codebooks: skip the randomized Hadamard transforms.")
+@no_incoherence_option
 @click.option("--calib", default=None, help="Calibration text file(s), comma-separated, or wikitext2/c4 "
               "(default: the shipped Austen novels except Pride and Prejudice).")
 @click.option("--nsamples", default=128, show_default=True, type=click.IntRange(min=1), help="Calibration windows N.")
