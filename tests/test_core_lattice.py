@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from latticeq.lattice import Lattice, load
+from latticeq.lattice import Lattice, as_lattice, load
 from latticeq.lattice.reduce import lll
 
 HEX = [[1.0, 0.0], [0.5, np.sqrt(3) / 2]]
@@ -106,6 +106,12 @@ def test_json_round_trip_is_exact(tmp_path):
     with pytest.raises(FileExistsError):
         L.to_json(path, overwrite=False)
     assert np.array_equal(load(str(path)).generator, L.generator)
+    # as_lattice: a Lattice as it is; a path (str or Path) or catalog name loaded; a matrix wrapped
+    assert as_lattice(L) is L
+    for spec in (path, str(path)):
+        assert np.array_equal(as_lattice(spec).generator, L.generator)
+    assert as_lattice("E8").name == load("E8").name
+    assert np.array_equal(as_lattice(L.generator.tolist()).generator, L.generator)
 
 
 def test_json_bad_files(tmp_path):

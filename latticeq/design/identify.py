@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from latticeq.lattice import as_lattice
+
 
 @dataclass(frozen=True)
 class ThetaImage:
@@ -37,16 +39,6 @@ class ThetaImage:
         return out
 
 
-def _as_lattice(L):
-    from latticeq.lattice import Lattice, load
-
-    if isinstance(L, Lattice):
-        return L
-    if isinstance(L, str):
-        return load(L)
-    return Lattice(np.asarray(L, dtype=np.float64))
-
-
 def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> ThetaImage:
     """Theta image: all nonzero vectors with squared norm ≤ ``max_ratio`` × minimum norm.
 
@@ -57,7 +49,7 @@ def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> 
     """
     if not max_ratio >= 1.0:
         raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
-    L = _as_lattice(lattice).normalized()
+    L = as_lattice(lattice).normalized()
     m = L.minimum_norm()
     ratio = float(max_ratio)
     while True:
@@ -95,7 +87,7 @@ def compare(a, b, tol: float = 1e-6) -> bool:
     Delegates to :meth:`Lattice.is_similar` (isometry search on unit-volume copies); ``tol`` is its
     relative tolerance — raise it (e.g. 1e-2) for lattices found by a numerical search.
     """
-    A, B = _as_lattice(a), _as_lattice(b)
+    A, B = as_lattice(a), as_lattice(b)
     return bool(A.is_similar(B, tol=tol))
 
 
@@ -104,7 +96,7 @@ def same_theta_shells(a, b, rtol: float = 0.05, shells: int = 2) -> bool:
     mean norms (relative to the minimum) within ``5 rtol`` — the theta-image recognition of
     Agrell, Pook-Kolb and Allen for numerically optimized lattices. ``b`` is taken as the
     reference (its shells are split with a tight tolerance)."""
-    A, B = _as_lattice(a), _as_lattice(b)
+    A, B = as_lattice(a), as_lattice(b)
     if A.dim != B.dim:
         return False
     return _shells_agree(theta_image(A, max_ratio=2.0), theta_image(B, max_ratio=2.0), rtol, shells)
@@ -139,7 +131,7 @@ def identify(lattice, rtol: float = 0.05, tol: float = 1e-2, shells: int = 2) ->
     """
     from latticeq.lattice import catalog
 
-    L = _as_lattice(lattice)
+    L = as_lattice(lattice)
     image = None  # the found lattice's theta image, computed once for every candidate
     for name in catalog.names():
         C = catalog.get(name)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latticeq.draw._io import new_figure, save_figure
+from latticeq.lattice import as_lattice
 
 
 @dataclass
@@ -48,18 +49,6 @@ def ball_volume(n: int) -> float:
     return math.pi ** (n / 2) / math.gamma(n / 2 + 1)
 
 
-def _as_lattice(lattice):
-    from latticeq.lattice import Lattice
-
-    if isinstance(lattice, Lattice):
-        return lattice
-    if isinstance(lattice, str):
-        from latticeq.lattice import load
-
-        return load(lattice)
-    return Lattice(np.asarray(lattice, dtype=np.float64))
-
-
 def theta_curves(lattices, *, max_norm2: float | None = None, normalize: bool = True,
                  target_count: int = 5000, max_count: int = 2_000_000) -> list:
     """Compute the theta series of one or more lattices for a theta image.
@@ -81,7 +70,7 @@ def theta_curves(lattices, *, max_norm2: float | None = None, normalize: bool = 
     if isinstance(lattices, (str,)) or hasattr(lattices, "generator") or (
             isinstance(lattices, np.ndarray) and lattices.ndim == 2):
         lattices = [lattices]
-    lats = [_as_lattice(x) for x in lattices]
+    lats = [as_lattice(x) for x in lattices]
     if not lats:
         raise ValueError("theta needs at least one lattice")
     if max_norm2 is not None and not (math.isfinite(max_norm2) and max_norm2 > 0):

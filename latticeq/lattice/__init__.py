@@ -2,7 +2,7 @@
 
 from latticeq.lattice.lattice import Lattice, Theta
 
-__all__ = ["Lattice", "Theta", "catalog", "load"]
+__all__ = ["Lattice", "Theta", "as_lattice", "catalog", "load"]
 
 
 def __getattr__(name):  # lazy: the catalog pulls in the decoders
@@ -23,3 +23,17 @@ def load(spec) -> Lattice:
     from latticeq.lattice import catalog
 
     return catalog.get(spec)
+
+
+def as_lattice(x) -> Lattice:
+    """``x`` as a :class:`Lattice`: a Lattice as it is, a catalog name or saved JSON path through
+    :func:`load`, anything else as a generator matrix (rows are the basis vectors)."""
+    import os
+
+    import numpy as np
+
+    if isinstance(x, Lattice):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        return load(x)
+    return Lattice(np.asarray(x, dtype=np.float64))
