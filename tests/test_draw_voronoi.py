@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latticeq.draw.theta import ball_volume, plot_theta, theta_curves
-from latticeq.draw.voronoi import lll_small, plot_voronoi, voronoi_cell, voronoi_picture
+from latticeq.draw.voronoi import plot_voronoi, voronoi_cell, voronoi_picture
 from latticeq.lattice import Lattice
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -51,12 +51,13 @@ def test_cell_vertices_are_equidistant_from_the_relevant_neighbours():
     assert c.contains(np.zeros((1, 3))).all() and not c.contains(c.relevant).any()
 
 
-def test_lll_small_keeps_the_lattice():
+def test_a_skewed_basis_gives_the_same_cell():
+    # the cell is built from a reduced basis, so a long, skewed basis of A2 draws A2's hexagon
     B = np.array([[1.0, 0.0], [7.0, 1.0]]) @ A2
-    R = lll_small(B)
-    T = R @ np.linalg.inv(B)
-    assert np.allclose(T, np.rint(T)) and abs(round(np.linalg.det(T))) == 1
-    assert np.linalg.norm(R, axis=1).max() < 1.01
+    c, ref = voronoi_cell(B), voronoi_cell(A2)
+    assert len(c.vertices) == 6
+    assert c.volume == pytest.approx(ref.volume) and c.nsm == pytest.approx(5 / (36 * np.sqrt(3)))
+    assert np.linalg.norm(c.generator, axis=1).max() < 1.01 * np.linalg.norm(A2, axis=1).max()
 
 
 def test_voronoi_picture_errors_lie_in_cell_and_match_core_decoder():

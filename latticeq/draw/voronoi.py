@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latticeq.draw._io import new_figure, save_figure
+from latticeq.lattice.reduce import lll
 
 
 def as_generator(lattice) -> tuple[np.ndarray, str]:
@@ -42,43 +43,6 @@ def as_generator(lattice) -> tuple[np.ndarray, str]:
     if abs(np.linalg.det(G)) < 1e-12 * max(1.0, np.abs(G).max()) ** G.shape[0]:
         raise ValueError("lattice generator is singular (rows must be linearly independent)")
     return G, (name or f"lattice in R^{G.shape[0]}")
-
-
-def lll_small(B, delta: float = 0.99) -> np.ndarray:
-    """Textbook LLL on the rows of a small float basis (n <= 3 here; for pictures only).
-
-    Returns the reduced basis; it generates the same lattice as ``B``.
-    """
-    B = np.array(B, dtype=np.float64)
-    n = B.shape[0]
-
-    def gso(B):
-        Bs = np.zeros_like(B)
-        mu = np.zeros((n, n))
-        for i in range(n):
-            Bs[i] = B[i]
-            for j in range(i):
-                mu[i, j] = B[i] @ Bs[j] / (Bs[j] @ Bs[j])
-                Bs[i] = Bs[i] - mu[i, j] * Bs[j]
-        return Bs, mu
-
-    k = 1
-    Bs, mu = gso(B)
-    for _ in range(10000):
-        if k >= n:
-            break
-        for j in range(k - 1, -1, -1):
-            q = np.rint(mu[k, j])
-            if q != 0:
-                B[k] -= q * B[j]
-                Bs, mu = gso(B)
-        if Bs[k] @ Bs[k] >= (delta - mu[k, k - 1] ** 2) * (Bs[k - 1] @ Bs[k - 1]):
-            k += 1
-        else:
-            B[[k - 1, k]] = B[[k, k - 1]]
-            Bs, mu = gso(B)
-            k = max(k - 1, 1)
-    return B
 
 
 @dataclass
@@ -152,7 +116,7 @@ def voronoi_cell(lattice, *, coeff_range: int = 2) -> VoronoiCell:
         raise ValueError(f"voronoi draws 2-D and 3-D lattices; {name} has dimension {n} "
                          "(use `latticeq draw theta` for any dimension)")
     scale = abs(np.linalg.det(G)) ** (1.0 / n)
-    Gr = lll_small(G / scale) * scale
+    Gr = lll(G / scale)[0] * scale  # the core's LLL: short, near-orthogonal rows make the candidates suffice
     U = np.array([u for u in itertools.product(range(-coeff_range, coeff_range + 1), repeat=n) if any(u)], dtype=float)
     cand = U @ Gr
     # half-spaces A x + b <= 0 :  <x, v> - |v|^2/2 <= 0
