@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from latticeq.design.fusion import (FusionState, _mixing, fuse, fused_generator, fusion_advance,
-                                    fusion_start)
+                                    fusion_start, lower_block_mask)
 from latticeq.design.search import estimate_nsm_mc
 from latticeq.design.splice import splice
 
@@ -19,11 +19,23 @@ def test_mixing_matrices():
     np.testing.assert_allclose(E @ E.T, np.eye(5), atol=1e-10)
     F = _mixing("matrix-exp-free", W).numpy()
     assert np.linalg.det(F) == pytest.approx(np.exp(np.trace(W.numpy())), rel=1e-9)
+    T = _mixing("triangular", W, lower_block_mask([2, 3])).numpy()
+    np.testing.assert_allclose(T[:2, :2], np.eye(2), atol=1e-12)   # unit lower block-triangular:
+    np.testing.assert_allclose(T[2:, 2:], np.eye(3), atol=1e-12)   # identity blocks on the diagonal,
+    assert not T[:2, 2:].any() and np.abs(T[2:, :2]).min() > 0    # zero above, W's block below
+    np.testing.assert_allclose(T[2:, :2], W.numpy()[2:, :2], atol=1e-12)  # exp(N) = I + N as N² = 0
     with pytest.raises(ValueError, match="unknown fusion method"):
         _mixing("cayley", W)
 
 
-@pytest.mark.parametrize("method", ["householder", "matrix-exp", "matrix-exp-free"])
+def test_lower_block_mask():
+    np.testing.assert_array_equal(lower_block_mask([1, 2, 1]), [[0, 0, 0, 0],
+                                                                [1, 0, 0, 0],
+                                                                [1, 0, 0, 0],
+                                                                [1, 1, 1, 0]])
+
+
+@pytest.mark.parametrize("method", ["householder", "matrix-exp", "matrix-exp-free", "triangular"])
 def test_start_without_noise_is_the_splice(method):
     S = splice(["D4", "Z1"])
     st = fusion_start(S, method=method, noise=0.0, seed=0)
@@ -38,6 +50,37 @@ def test_fusion_beats_the_splice_in_dimension_5():
     g, se = estimate_nsm_mc(fused_generator(st), 200_000, seed=2)
     assert g < S.provenance["nsm"] - 3 * se
     assert g > 0.0756254 - 4 * se  # cannot beat D5* (Agrell & Allen: best known in n = 5)
+
+
+def test_triangular_modification_of_z_times_z_finds_the_hexagonal_lattice():
+    # Agrell & Allen: a triangular modification lowers a product's NSM. Z × Z modified to
+    # [[a, 0], [h, b]] reaches A2 (a = 1, h = 1/2, b = √3/2), the optimum in two dimensions.
+    S = splice(["Z1", "Z1"])
+    st = fuse(S, method="triangular", steps=300, batch=512, lr0=2e-2, anneal=10.0, noise=0.1, seed=0,
+              progress=False)
+    B = fused_generator(st)
+    assert B[0, 1] == 0.0                                    # the first component is not touched
+    g, se = estimate_nsm_mc(B, 200_000, seed=4)
+    a2 = 5 / (36 * np.sqrt(3))
+    assert g < 1 / 12 - 20 * se and abs(g - a2) < 4 * se
+    a, h, b = B[0, 0], B[1, 0], B[1, 1]                      # the hexagonal shape, up to the sign of h
+    assert abs(abs(h / a) - 0.5) < 0.03 and abs(b / a - np.sqrt(3) / 2) < 0.03
+    T = _mixing("triangular", torch.tensor(st.theta), lower_block_mask([1, 1])).numpy()
+    assert T[0, 1] == 0.0 and T[0, 0] == T[1, 1] == 1.0
+
+
+def test_triangular_keeps_the_components_and_needs_two():
+    S = splice(["D4", "Z1"])
+    st = fuse(S, method="triangular", steps=20, batch=128, seed=2, progress=False)
+    B = fused_generator(st)
+    assert not B[:4, 4].any() and np.abs(B[4, :4]).max() > 0  # only the Z row moves along D4
+    D = S.generator[:4, :4]
+    ratio = B[:4, :4] / np.where(D == 0, 1, D)
+    assert np.allclose(ratio[D != 0], ratio[D != 0][0])      # the D4 block only rescaled
+    from latticeq.lattice import Lattice
+    one = Lattice(S.generator[:4, :4], provenance={"dims": [4], "scales": [1.0], "components": ["D4"]})
+    with pytest.raises(ValueError, match="at least two lattices"):
+        fusion_start(one, method="triangular")
 
 
 def test_state_round_trip_resumes_exactly():

@@ -11,7 +11,10 @@ from latticeq.design.search import METHODS, PRESETS
 
 @click.command("search")
 @click.option("--dim", "dim", type=int, required=True, help="Dimension n (2..64).")
-@click.option("--method", type=click.Choice(METHODS), required=True)
+@click.option("--method", type=click.Choice(METHODS), required=True,
+              help="sgd (random start, or --init), fusion of the best splice (householder, matrix-exp, "
+                   "matrix-exp-free), triangular (Agrell & Allen's triangular modification of the best "
+                   "product: the baseline for fusion) or splice (the best product itself).")
 @click.option("--preset", type=click.Choice(PRESETS), default="fast", show_default=True)
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -2,7 +2,8 @@
 
 ``run_search(dim, method)`` runs ``restarts`` independent optimizations of one method
 (``sgd``: Agrell–Allen from a random reduced basis or from ``init``; ``householder``,
-``matrix-exp``, ``matrix-exp-free``: fusion of the best splice; ``splice``: the best
+``matrix-exp``, ``matrix-exp-free``: fusion of the best splice; ``triangular``: Agrell–Allen's
+triangular modification of the best splice, the baseline for fusion; ``splice``: the best
 orthogonal splice itself), picks the restart with the lowest NSM on a quick estimate,
 re-estimates its NSM on ``final_samples`` (≥ 10^7 by default) fresh points with its standard
 error and saves ``{out}/n{N}-{method}.json`` (generator, method, seed, steps, NSM ± stderr,
@@ -35,7 +36,7 @@ import numpy as np
 from latticeq.design import _kernels as K
 from latticeq.io import atomic_write_json
 
-METHODS = ("sgd", "splice", "householder", "matrix-exp", "matrix-exp-free")
+METHODS = ("sgd", "splice", "householder", "matrix-exp", "matrix-exp-free", "triangular")
 PRESETS = ("fast", "medium", "slow")
 CHECKPOINT_FORMAT = "latticeq.search-checkpoint"
 
