@@ -71,6 +71,8 @@ CASES = [
     ("search --dim 1 --method sgd --out {d}/s", "dimension"),
     ("campaign --dims 30-20 --out {d}/s --state {d}/c", "end is below the start"),
     ("campaign --dims 25 --methods splice --out {d}/s --state {d}/c", "unknown campaign method"),
+    ("campaign --dims 13,24 --methods triangular --out {d}/s --state {d}/c", "single lattice in n = 24 (Leech)"),
+    ("search --dim 16 --method triangular --samples 100 --out {d}/s", "at least two lattices"),
     ("splice --components K12,Q --out {d}/sp.json", "unknown lattice"),
     ("splice --dim 13 --out {d}/existing.txt", "exists; pass --force"),
     ("identify E8 --plot {d}/existing.txt", "suffix"),

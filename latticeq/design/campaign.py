@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from latticeq.design.search import METHODS, PRESETS, SearchPaused, run_search
+from latticeq.design.search import METHODS, PRESETS, SearchPaused, run_search, single_lattice_splice
 from latticeq.io import atomic_write_json
 from latticeq.progress import make_progress
 
@@ -109,6 +109,11 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
                              f"{', '.join(x for x in METHODS if x != 'splice')}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    if "triangular" in methods:  # refused up front, not when the campaign reaches that dimension
+        single = [f"{d} ({single_lattice_splice(d)})" for d in dims if single_lattice_splice(d)]
+        if single:
+            raise ValueError("the triangular modification needs a product of at least two lattices, but the "
+                             f"best splice is a single lattice in n = {', '.join(single)}; leave these out of dims")
     for name, v, lo in (("restarts", restarts, 1), ("samples", samples, 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")

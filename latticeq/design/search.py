@@ -139,6 +139,15 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     return mean, math.sqrt(var / samples)
 
 
+def single_lattice_splice(dim: int) -> str | None:
+    """The best splice of ``dim`` when it is one lattice, not a product (n = 15, 16, 24 …): there is
+    nothing for the ``triangular`` method to modify. None when it is a product."""
+    from latticeq.design.splice import best_splice
+
+    comps = best_splice(dim).components
+    return comps[0] if len(comps) < 2 else None
+
+
 def validate(dim, method, preset, restarts=1):
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 2 <= dim <= 64:
         raise ValueError(f"dimension must be an integer in 2..64, got {dim!r}")
@@ -295,6 +304,9 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
                              "components, dims and scales)")
         init_splice = {"components": list(prov0["components"]), "dims": list(prov0["dims"]),
                        "scales": list(prov0["scales"]), "nsm": prov0.get("nsm")}
+    if method == "triangular" and init_splice is None and single_lattice_splice(dim):
+        raise ValueError(f"the triangular modification needs a product of at least two lattices; the best "
+                         f"splice in n = {dim} is a single lattice ({single_lattice_splice(dim)})")
     if init is not None:
         G0 = np.asarray(getattr(init, "generator", init), dtype=np.float64)
         if G0.shape != (dim, dim):
