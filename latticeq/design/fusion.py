@@ -15,9 +15,10 @@ orthogonal matrix only rotates the lattice and cannot change its NSM):
   M is unit lower block-triangular, so ``M · diag(s_k B_k)`` is the product with the basis vectors
   of each component shifted along the earlier components' span. This is Agrell & Allen's
   *triangular modification* of a product lattice ("On the best lattice quantizers", IEEE T-IT
-  2023, arXiv 2202.09605), which they prove lowers the NSM of every product of locally optimal
-  lattices and use to build their improved lattices in 13–15, 17–23 and 25–48; here it is
-  optimized (with the scales) by the same gradient descent, as a baseline for the free methods.
+  2023, arXiv 2202.09605): they prove that any lower- or upper-triangular modification of a product
+  lattice's generator reduces its NSM, and build their improved lattices in 13–15, 17–23 and 25–48
+  from products this way. Here it is optimized (with the scales) by the same gradient descent, as
+  the baseline for the free methods.
 
 The loss is the Monte Carlo NSM, scale invariant so the volume needs no constraint:
 
