@@ -110,7 +110,7 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
     if "triangular" in methods:  # refused up front, not when the campaign reaches that dimension
-        single = [f"{d} ({single_lattice_splice(d)})" for d in dims if single_lattice_splice(d)]
+        single = [f"{d} ({one})" for d in dims if (one := single_lattice_splice(d))]
         if single:
             raise ValueError("the triangular modification needs a product of at least two lattices, but the "
                              f"best splice is a single lattice in n = {', '.join(single)}; leave these out of dims")

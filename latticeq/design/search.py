@@ -304,9 +304,9 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
                              "components, dims and scales)")
         init_splice = {"components": list(prov0["components"]), "dims": list(prov0["dims"]),
                        "scales": list(prov0["scales"]), "nsm": prov0.get("nsm")}
-    if method == "triangular" and init_splice is None and single_lattice_splice(dim):
+    if method == "triangular" and init_splice is None and (single := single_lattice_splice(dim)):
         raise ValueError(f"the triangular modification needs a product of at least two lattices; the best "
-                         f"splice in n = {dim} is a single lattice ({single_lattice_splice(dim)})")
+                         f"splice in n = {dim} is a single lattice ({single})")
     if init is not None:
         G0 = np.asarray(getattr(init, "generator", init), dtype=np.float64)
         if G0.shape != (dim, dim):
