@@ -121,6 +121,10 @@ def test_sgd_search_from_init(tmp_path):
                      progress=False, workers=1)
     assert res.path.name == "n4-sgd-fused.json"
     assert abs(res.nsm - 13 / (120 * np.sqrt(2))) < 5 * res.stderr + 2e-4  # stays at D4
+    assert json.loads(res.path.read_text())["provenance"]["init_from"] == "lattice D4"
+    res = run_search(4, "sgd", init=np.eye(4), name="sgd-z4", out=tmp_path,
+                     sgd_overrides={"steps": 200, "mu0": 1e-4}, final_samples=2000, progress=False, workers=1)
+    assert json.loads(res.path.read_text())["provenance"]["init_from"] == "given generator"
 
 
 def test_fusion_search_from_a_given_splice(tmp_path):

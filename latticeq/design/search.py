@@ -307,6 +307,7 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     if method == "triangular" and init_splice is None and (single := single_lattice_splice(dim)):
         raise ValueError(f"the triangular modification needs a product of at least two lattices; the best "
                          f"splice in n = {dim} is a single lattice ({single})")
+    init_name = getattr(init, "name", None)  # recorded in the result's provenance
     if init is not None:
         G0 = np.asarray(getattr(init, "generator", init), dtype=np.float64)
         if G0.shape != (dim, dim):
@@ -378,8 +379,9 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
             "wall_time": time.time() - start,
             "optimizer_time": [r.get("wall_time") for r in records],
             "fusion_overrides": cfg["fusion_overrides"], "sgd_overrides": cfg["sgd_overrides"],
-            "init_from": (None if cfg["init"] is None else "given generator" if not cfg["init_splice"]
-                          else "splice " + "×".join(cfg["init_splice"]["components"])),
+            "init_from": (None if cfg["init"] is None
+                          else "splice " + "×".join(cfg["init_splice"]["components"]) if cfg["init_splice"]
+                          else f"lattice {init_name}" if init_name else "given generator"),
             "latticeq": __version__,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if cfg["init_splice"]:

@@ -283,9 +283,10 @@ def best_markdown(rows) -> str:
         "with its strictly lower block-triangular part and its scales optimized by the fusion optimizer "
         "(`latticeq search --method triangular`, the same start, preset and samples as our fused runs). "
         "This is the family of their theorem run by us, not their published lattices, whose values "
-        "may differ. At 18 and 22 the record column is Lyu et al.'s 𝓔ₘ,₂⁺ (arXiv 2204.01105, "
-        "built from their published construction by the catalog as `E9,2+`, `E11,2+` and measured "
-        "here; its 14-dimensional member measures 0.0695250 ± 9.4e-6 against their 0.06952). "
+        "may differ. Each row shows the lower of the two references. At 18 and 22 the published "
+        "record is Lyu et al.'s 𝓔ₘ,₂⁺ (arXiv 2204.01105, built from their published construction "
+        "by the catalog as `E9,2+`, `E11,2+` and measured here; its 14-dimensional member measures "
+        "0.0695250 ± 9.4e-6 against their 0.06952). "
         "Published records for n = 17–23 (Agrell–Allen 2023) and the newer 13- and 14-dimensional "
         "lattices of Pook-Kolb, Agrell & Allen (arXiv 2411.19250) are not yet collected here either, so no "
         "record is claimed in 13 or 14.",
