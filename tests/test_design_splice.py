@@ -63,6 +63,20 @@ def test_spliced_lattice_has_predicted_nsm():
     assert abs(g - L.provenance["nsm"]) < 4 * se
 
 
+def test_splice_carries_the_standard_error_of_estimated_components():
+    from latticeq.lattice import Lattice, catalog
+    assert splice(["D4", "Z1"]).nsm[1] == 0.0  # catalog values are exact
+    d4 = catalog.get("D4")
+    g, s = 0.0766, 2e-5
+    est = Lattice(d4.generator, name="d4-estimate", nsm=(g, s))
+    L = splice([est, "Z1"])
+    # G = g^(4/5) (1/12)^(1/5): dG/G = (4/5) dg/g
+    assert L.provenance["nsm"] == pytest.approx(g ** 0.8 * (1 / 12) ** 0.2)
+    assert L.nsm[1] == pytest.approx(L.provenance["nsm"] * 0.8 * s / g)
+    assert L.provenance["nsm_stderr"] == L.nsm[1]
+    assert splice([est]).nsm == pytest.approx((g, s))  # one component: its own estimate
+
+
 def test_splice_bad_input():
     with pytest.raises(ValueError, match="sum to 5, not n=6"):
         splice(["D4", "Z1"], n=6)

@@ -148,7 +148,7 @@ def splice(components, n: int | None = None, nsms=None):
 
     if len(components) == 0:
         raise ValueError("need at least one component")
-    lats, names, gs = [], [], []
+    lats, names, gs, ses = [], [], [], []
     for i, c in enumerate(components):
         L = catalog.get(c) if isinstance(c, str) else c
         if not isinstance(L, Lattice):
@@ -156,21 +156,26 @@ def splice(components, n: int | None = None, nsms=None):
         lats.append(L)
         names.append(c if isinstance(c, str) else (L.name or f"L{i}"))
         if nsms is not None:
-            gs.append(float(nsms[i]))
-        else:
-            g = catalog.reference_nsm(c) if isinstance(c, str) else (L.nsm[0] if L.nsm is not None else None)
-            if g is None:
-                raise ValueError(f"NSM of component {names[-1]!r} unknown; pass nsms=")
-            gs.append(float(g))
+            g, se = nsms[i], 0.0
+        elif isinstance(c, str):
+            g, se = catalog.reference_nsm(c), 0.0
+        else:  # a Lattice: its recorded Monte Carlo estimate and standard error
+            g, se = (None, 0.0) if L.nsm is None else L.nsm
+        if g is None:
+            raise ValueError(f"NSM of component {names[-1]!r} unknown; pass nsms=")
+        gs.append(float(g))
+        ses.append(float(se))
     dims = [L.dim for L in lats]
     if n is not None and sum(dims) != n:
         raise ValueError(f"component dimensions {dims} sum to {sum(dims)}, not n={n}")
     scales = optimal_scales(gs, dims, [L.volume for L in lats])
     G = product_nsm(gs, dims)
+    # G = prod G_k^(n_k/n): relative errors add in quadrature, weighted by n_k/n
+    se = G * math.sqrt(sum((d / sum(dims) * s / g) ** 2 for g, s, d in zip(gs, ses, dims)))
     from latticeq import __version__
 
     prov = {"method": "splice", "components": names, "dims": dims, "scales": scales.tolist(),
-            "nsm": G, "nsm_stderr": 0.0, "latticeq": __version__}
+            "nsm": G, "nsm_stderr": se, "latticeq": __version__}
     P = Lattice.product(lats, scales=list(scales), name="×".join(names))
     return Lattice(P.generator, name="×".join(names), provenance=prov, decoder=P.decoder,
-                   nsm=(G, 0.0))
+                   nsm=(G, se))
