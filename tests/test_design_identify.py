@@ -29,6 +29,33 @@ def test_theta_image_of_z2():
     assert img.minimum_norm == pytest.approx(1.0)
 
 
+def test_a_continuum_of_norms_is_no_shell():
+    from latticeq.design.identify import ThetaImage
+    def image(norms):
+        v = np.asarray(norms, dtype=float)
+        return ThetaImage(v, np.arange(1, len(v) + 1), 1.0, 2.0)
+    assert image([1, 1, 1.5, 1.5]).first_shell(0.05) == (1.0, 2)      # a gap closes it
+    assert image([1, 1, 1.01, 1.01]).first_shell(0.05) == (1.005, 4)  # ends well below the cutoff
+    assert image(np.linspace(1, 2, 50)).first_shell(0.05) is None    # runs into the cutoff
+    # Z2: norms 1 (4 vectors) and 2 (4); within a factor 1 + rtol of each other for rtol >= 1
+    assert kissing_number("Z2", rtol=0.5) == 4
+    assert kissing_number("Z2", rtol=1.5) is None
+
+
+def test_identify_cli_reports_shells_or_their_absence(tmp_path):
+    from click.testing import CliRunner
+    from latticeq.cli import main
+    # basis (1, 0), (0.3, 1): squared norms 1, 1.09 and 1.49 (each ±) up to twice the minimum
+    path = tmp_path / "skew.json"
+    Lattice(np.array([[1.0, 0.0], [0.3, 1.0]]), name="skew").to_json(path)
+    r = CliRunner().invoke(main, ["identify", str(path), "--rtol", "0.05"])
+    assert r.exit_code == 0 and "kissing number ≈ 2; shells (norm/min : count) 1.000:2, 1.090:2, 1.490:2" in r.output
+    r = CliRunner().invoke(main, ["identify", str(path), "--rtol", "0.4"])
+    assert r.exit_code == 0, r.output
+    assert "no shell structure: the 6 vectors up to 2× the minimum" in r.output
+    assert "2 vectors of exactly minimal norm" in r.output and "kissing number" not in r.output
+
+
 def test_compare_up_to_rotation_and_scale():
     E8 = catalog.get("E8")
     assert compare(E8, _disguise(E8, 2))

@@ -163,7 +163,10 @@ def compare_cmd(a, b, tol):
         ka, kb = kissing_number(a, rtol=max(tol, 1e-9)), kissing_number(b, rtol=max(tol, 1e-9))
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"kissing numbers (shell within tol): {a}: {ka}, {b}: {kb}")
+    def kiss(k):
+        return "no shells" if k is None else str(k)
+
+    click.echo(f"kissing numbers (shell within tol): {a}: {kiss(ka)}, {b}: {kiss(kb)}")
     click.echo(f"{'SAME' if same else 'DIFFERENT'} up to rotation and scale (tol={tol:g}"
                f"{', by ' + how if same else ''})")
 
@@ -192,8 +195,13 @@ def identify_cmd(lattice, rtol, plot_path, force):
         name = identify(lattice, rtol=rtol)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
-    shells = ", ".join(f"{v:.3f}:{c}" for v, c in img.shells(rtol)[:6])
-    click.echo(f"kissing number ≈ {k}; shells (norm/min : count) {shells}")
+    if k is None:
+        exact = kissing_number(lattice, rtol=0)
+        click.echo(f"no shell structure: the {len(img.norms)} vectors up to {img.max_ratio:.3g}× the minimum "
+                   f"norm have no gap wider than rtol={rtol:g}; {exact} vectors of exactly minimal norm")
+    else:
+        shells = ", ".join(f"{v:.3f}:{c}" for v, c in img.shells(rtol)[:6])
+        click.echo(f"kissing number ≈ {k}; shells (norm/min : count) {shells}")
     click.echo(f"identified as {name}" if name else "not similar to any catalog lattice")
     if plot_path:
         plot_theta_images({lattice: lattice}, plot_path)

@@ -38,6 +38,15 @@ class ThetaImage:
                 start = i
         return out
 
+    def first_shell(self, rtol: float = 0.02) -> tuple[float, int] | None:
+        """The first shell, or None when it is not closed inside the image: when the norms run
+        without a gap larger than ``rtol`` from the minimum up to the cutoff, they form a continuum
+        (an unstructured lattice), not a shell, and its count says nothing about kissing."""
+        sh = self.shells(rtol)
+        if len(sh) > 1 or self.norms[-1] * (1 + rtol) < self.max_ratio:
+            return sh[0]
+        return None
+
 
 def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> ThetaImage:
     """Theta image: all nonzero vectors with squared norm ≤ ``max_ratio`` × minimum norm.
@@ -64,21 +73,23 @@ def theta_image(lattice, max_ratio: float = 2.0, max_count: int = 2_000_000) -> 
     return ThetaImage(v, np.arange(1, len(v) + 1), float(m), ratio)
 
 
-def kissing_number(lattice, rtol: float = 0.05) -> int:
+def kissing_number(lattice, rtol: float = 0.05) -> int | None:
     """Size of the first shell of the theta image (approximate kissing number).
 
     ``rtol=0`` counts exactly minimal vectors (up to 1e-9). With ``rtol > 0`` the sorted norms
     are split into shells wherever two consecutive norms differ by more than ``rtol``
     (relative), and the first shell's size is returned: this recognizes the kissing
     configuration of a numerically optimized lattice, whose minimal vectors are spread out.
+    None when the norms up to twice the minimum form one continuum (no shell structure at
+    ``rtol``; see :meth:`ThetaImage.first_shell`).
     """
     if rtol < 0:
         raise ValueError(f"rtol must be >= 0, got {rtol}")
     if rtol == 0:
         img = theta_image(lattice, max_ratio=1.0 + 1e-9)
         return int(np.count_nonzero(img.norms <= 1.0 + 1e-9))
-    img = theta_image(lattice, max_ratio=2.0)
-    return int(img.shells(rtol)[0][1])
+    first = theta_image(lattice, max_ratio=2.0).first_shell(rtol)
+    return None if first is None else int(first[1])
 
 
 def compare(a, b, tol: float = 1e-6) -> bool:
@@ -159,7 +170,9 @@ def plot_theta_images(lattices: dict, path, max_ratio: float = 2.0) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, L in lattices.items():
         img = theta_image(L, max_ratio=max_ratio)
-        ax.step(img.norms, img.cumulative, where="post", label=f"{label} (κ≈{kissing_number(L)})")
+        first = img.first_shell(0.05)
+        kiss = "no shells" if first is None else f"κ≈{first[1]}"
+        ax.step(img.norms, img.cumulative, where="post", label=f"{label} ({kiss})")
     ax.set_yscale("log")
     ax.set_xlabel("squared norm / minimum squared norm")
     ax.set_ylabel("number of vectors (cumulative)")
