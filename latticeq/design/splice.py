@@ -142,7 +142,8 @@ def splice(components, n: int | None = None, nsms=None):
     ``nsms`` gives the components' NSMs; by default a catalog name's reference NSM, and a
     Lattice's recorded estimate (``L.nsm``, e.g. a saved search result).
     The result has unit volume and NSM ``prod G_k^(n_k/n)``; it carries the components, their
-    scales and the predicted NSM in its provenance.
+    scales and the predicted NSM in its provenance, with the standard error propagated from
+    components whose NSM is a Monte Carlo estimate (0 for catalog values).
     """
     from latticeq.lattice import Lattice, catalog
 
