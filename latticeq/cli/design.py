@@ -191,17 +191,17 @@ def identify_cmd(lattice, rtol, plot_path, force):
 
     try:
         img = theta_image(lattice)
-        k = kissing_number(lattice, rtol=rtol)
         name = identify(lattice, rtol=rtol)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
-    if k is None:
+    first = img.first_shell(rtol)  # kissing_number(lattice, rtol) without a second theta image
+    if first is None:
         exact = kissing_number(lattice, rtol=0)
         click.echo(f"no shell structure: the {len(img.norms)} vectors up to {img.max_ratio:.3g}× the minimum "
                    f"norm have no gap wider than rtol={rtol:g}; {exact} vectors of exactly minimal norm")
     else:
         shells = ", ".join(f"{v:.3f}:{c}" for v, c in img.shells(rtol)[:6])
-        click.echo(f"kissing number ≈ {k}; shells (norm/min : count) {shells}")
+        click.echo(f"kissing number ≈ {first[1]}; shells (norm/min : count) {shells}")
     click.echo(f"identified as {name}" if name else "not similar to any catalog lattice")
     if plot_path:
         plot_theta_images({lattice: lattice}, plot_path)
