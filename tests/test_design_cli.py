@@ -59,6 +59,12 @@ def test_splice_with_a_saved_lattice_and_fusion_from_it(tmp_path):
     assert res.exit_code == 0, res.output
     prov = json.loads((tmp_path / "n5-hh-from-mine.json").read_text())["provenance"]
     assert prov["init_from"] == "splice n4-mine×Z1"
+    res = r.invoke(main, ["search", "--dim", "5", "--method", "triangular", "--init", str(out), "--steps", "5",
+                          "--start-noise", "1", "--samples", "2000", "--out", str(tmp_path), "--no-progress",
+                          "--name", "glued"])
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "n5-glued.json").read_text())["provenance"]
+    assert prov["fusion_overrides"] == {"steps": 5, "noise": 1.0} and prov["steps"] == 5
     bare = Lattice(np.eye(4), name="bare").to_json(tmp_path / "bare.json")
     res = r.invoke(main, ["splice", "--components", f"{bare},Z1"])
     assert res.exit_code != 0 and "records no NSM estimate" in res.output

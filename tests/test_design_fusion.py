@@ -83,6 +83,22 @@ def test_triangular_keeps_the_components_and_needs_two():
         fusion_start(one, method="triangular")
 
 
+def test_triangular_start_with_large_noise_is_a_random_glue():
+    # With two components M = I + W∘T exactly, so the Z row starts at its scaled unit vector plus
+    # the glue W[4, :4] · (D4 block): a random combination of D4's basis vectors, of order one.
+    S = splice(["D4", "Z1"])
+    glues = []
+    for seed in (0, 1):
+        st = fusion_start(S, method="triangular", noise=1.0, seed=seed)
+        B = fused_generator(st) * abs(np.linalg.det(S.generator)) ** (1 / 5)  # back to the splice's volume
+        np.testing.assert_allclose(B[:4], S.generator[:4], atol=1e-12)     # D4 rows untouched
+        assert B[4, 4] == pytest.approx(S.generator[4, 4], rel=1e-12)
+        np.testing.assert_allclose(B[4, :4], st.theta[4, :4] @ S.generator[:4, :4], atol=1e-12)
+        assert 0.1 < np.abs(st.theta[4, :4]).max() < 10 and not st.theta[:4].any()
+        glues.append(B[4, :4])
+    assert np.abs(glues[0] - glues[1]).max() > 0.1                          # each seed its own glue
+
+
 def test_state_round_trip_resumes_exactly():
     S = splice(["A2", "Z1"])
     a = fusion_start(S, method="householder", steps=40, batch=64, seed=3)

@@ -25,14 +25,20 @@ from latticeq.design.search import METHODS, PRESETS
 @click.option("--samples", "final_samples", type=click.IntRange(min=2), default=10**7, show_default=True,
               help="Fresh points for the final NSM estimate.")
 @click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="SGD only: start from this lattice JSON (e.g. the best fused lattice).")
+              help="SGD: start from this lattice JSON (e.g. the best fused lattice); fusion methods: "
+                   "from this product, saved by 'latticeq splice --components … --out FILE'.")
 @click.option("--name", default=None, help="Result name suffix instead of the method (e.g. sgd-fused).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the preset's number of steps.")
 @click.option("--mu0", type=float, default=None, help="SGD: override the initial step size.")
+@click.option("--start-noise", type=click.FloatRange(min=0), default=None,
+              help="Fusion: standard deviation of the random start of the mixing parameters "
+                   "(default 0.01: M ≈ I). With triangular, a value near 1 starts each restart from "
+                   "random glue (later components shifted by random combinations of the earlier "
+                   "ones' basis vectors), so that restarts reach different local optima.")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Seconds.")
 @click.option("--no-progress", is_flag=True)
 def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, workers,
-               final_samples, init_path, name, steps, mu0, checkpoint_every, no_progress):
+               final_samples, init_path, name, steps, mu0, start_noise, checkpoint_every, no_progress):
     """Search for a lattice quantizer; writes OUT/n{DIM}-{METHOD}.json."""
     from latticeq.design.search import run_search
     from latticeq.io import check_writable_folder
@@ -42,12 +48,15 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
     if init_path is not None:
         from latticeq.lattice import Lattice
         init = Lattice.from_json(init_path)
+    if method == "sgd" and start_noise is not None:
+        raise click.UsageError("--start-noise applies to the fusion methods, not sgd")
+    if method != "sgd" and mu0 is not None:
+        raise click.UsageError("--mu0 applies to sgd only")
     fusion_over = sgd_over = None
-    if steps is not None or mu0 is not None:
-        if method == "sgd":
-            sgd_over = {k: v for k, v in (("steps", steps), ("mu0", mu0)) if v is not None}
-        else:
-            fusion_over = {"steps": steps} if steps is not None else None
+    if method == "sgd":
+        sgd_over = {k: v for k, v in (("steps", steps), ("mu0", mu0)) if v is not None} or None
+    else:
+        fusion_over = {k: v for k, v in (("steps", steps), ("noise", start_noise)) if v is not None} or None
     try:
         res = run_search(dim, method, preset=preset, restarts=restarts, seed=seed, out=out,
                          resume=resume, ray=ray_address, workers=workers,
