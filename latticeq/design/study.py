@@ -34,7 +34,8 @@ LABELS = {"householder": "Household", "matrix_exp": "Matrix-Exp (orth.)",
           "sgd_fused": "SGD (from best fused)"}
 #: result-file method -> label (for results outside the study columns)
 _METHOD_LABELS = {"householder": "Household", "matrix-exp": "Matrix-Exp (orth.)",
-                  "matrix-exp-free": "Matrix-Exp (free)", "sgd": "SGD"}
+                  "matrix-exp-free": "Matrix-Exp (free)", "sgd": "SGD",
+                  "triangular": "triangular modification"}
 #: result file of Agrell & Allen's triangular modification of the best product, run by
 #: ``latticeq search --method triangular``: their construction (a reference), not one of ours
 TRIANGULAR = "triangular"
@@ -97,6 +98,9 @@ def collect(dims, results="results/lattices") -> list[dict]:
                 warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
                 continue
             label = _METHOD_LABELS.get(prov.get("method"), str(prov.get("method", "?")))
+            noise = (prov.get("fusion_overrides") or {}).get("noise")
+            if noise is not None:
+                label += f", random start σ = {noise:g}, best of {prov.get('restarts', '?')}"
             if prov.get("init_from"):
                 label += f", from {prov['init_from']}"
             row["others"].append((v, se, label, m, cc, path.name))
