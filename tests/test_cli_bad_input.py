@@ -69,6 +69,7 @@ CASES = [
     ("search --dim 4 --method sgd --mu0 -1 --out {d}/s", "mu0"),
     ("search --dim 4 --method sgd --steps 0 --out {d}/s", "steps"),
     ("search --dim 4 --method sgd --start-noise 1 --out {d}/s", "--start-noise applies to the fusion methods"),
+    ("search --dim 4 --method splice --start-noise 1 --out {d}/s", "not splice"),
     ("search --dim 5 --method triangular --start-noise -1 --out {d}/s", "--start-noise"),
     ("search --dim 5 --method triangular --mu0 0.1 --out {d}/s", "--mu0 applies to sgd only"),
     ("search --dim 1 --method sgd --out {d}/s", "dimension"),

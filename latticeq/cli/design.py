@@ -48,8 +48,8 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
     if init_path is not None:
         from latticeq.lattice import Lattice
         init = Lattice.from_json(init_path)
-    if method == "sgd" and start_noise is not None:
-        raise click.UsageError("--start-noise applies to the fusion methods, not sgd")
+    if method in ("sgd", "splice") and start_noise is not None:
+        raise click.UsageError(f"--start-noise applies to the fusion methods, not {method}")
     if method != "sgd" and mu0 is not None:
         raise click.UsageError("--mu0 applies to sgd only")
     fusion_over = sgd_over = None
