@@ -71,6 +71,7 @@ CASES = [
     ("search --dim 4 --method sgd --start-noise 1 --out {d}/s", "--start-noise applies to the fusion methods"),
     ("search --dim 4 --method splice --start-noise 1 --out {d}/s", "not splice"),
     ("search --dim 5 --method triangular --start-noise -1 --out {d}/s", "--start-noise"),
+    ("search --dim 13 --method splice --steps 100 --out {d}/s", "takes no steps"),
     ("search --dim 5 --method triangular --mu0 0.1 --out {d}/s", "--mu0 applies to sgd only"),
     ("search --dim 1 --method sgd --out {d}/s", "dimension"),
     ("campaign --dims 30-20 --out {d}/s --state {d}/c", "end is below the start"),

@@ -108,6 +108,11 @@ def test_never_overwrites_a_better_result(tmp_path):
     (dict(dim=8, method="sgd", restarts=0), "restarts"),
     (dict(dim=8, method="householder", init=np.eye(8)), "fusion starts from a splice"),
     (dict(dim=8, method="sgd", init=np.eye(7)), r"expected \(8, 8\)"),
+    (dict(dim=13, method="splice", fusion_overrides={"steps": 5}), "takes no steps"),
+    (dict(dim=13, method="splice", restarts=3), "takes no restarts"),
+    (dict(dim=13, method="splice", init=np.eye(13)), "takes no init"),
+    (dict(dim=8, method="sgd", fusion_overrides={"noise": 1.0}), "apply to the fusion methods"),
+    (dict(dim=8, method="householder", sgd_overrides={"mu0": 1e-3}), "apply to sgd, not householder"),
 ])
 def test_search_bad_input(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -295,6 +295,16 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     validate(dim, method, preset, restarts)
     if final_samples < 2 or select_samples < 2:
         raise ValueError("final_samples and select_samples must be >= 2")
+    if method == "splice":  # nothing is optimised: refuse settings that would be silently ignored
+        given = (["init"] if init is not None else []) + (["restarts"] if restarts != 1 else []) \
+            + sorted({**(fusion_overrides or {}), **(sgd_overrides or {})})
+        if given:
+            raise ValueError(f"method splice saves the best product itself and takes no "
+                             f"{', '.join(given)}")
+    elif method == "sgd" and fusion_overrides:
+        raise ValueError(f"fusion_overrides ({', '.join(sorted(fusion_overrides))}) apply to the fusion methods, not sgd")
+    elif method != "sgd" and sgd_overrides:
+        raise ValueError(f"sgd_overrides ({', '.join(sorted(sgd_overrides))}) apply to sgd, not {method}")
     init_splice = None
     if init is not None and method != "sgd":
         prov0 = getattr(init, "provenance", None) or {}
