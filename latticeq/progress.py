@@ -37,7 +37,7 @@ class _NullProgress:
         pass
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -70,10 +70,10 @@ class LineProgress:
         parts = [t["description"]]
         if t["total"]:
             parts.append(f"{t['completed']:g}/{t['total']:g} ({100 * t['completed'] / t['total']:.0f}%)")
-        parts.append(f"elapsed {_duration(elapsed)}")
+        parts.append(f"elapsed {format_duration(elapsed)}")
         rate_done = t["completed"] - t["start_completed"]
         if t["total"] and rate_done > 0 and t["completed"] < t["total"]:
-            parts.append(f"ETA {_duration(elapsed / rate_done * (t['total'] - t['completed']))}")
+            parts.append(f"ETA {format_duration(elapsed / rate_done * (t['total'] - t['completed']))}")
         return ", ".join(parts)
 
     def update(self, task: int, *, completed=None, advance=None, description=None, total=None, **kwargs) -> None:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -158,3 +159,12 @@ def test_restarts_as_ray_tasks(tmp_path):
         assert len(res.restart_nsms) == 2 and res.path.exists()
     finally:
         ray.shutdown()
+
+
+def test_log_lines_report_progress_rate_and_eta(tmp_path, capfd):
+    run_search(4, "sgd", out=tmp_path, sgd_overrides={"steps": 4000}, final_samples=2000,
+               checkpoint_every=0.0, chunk=1000, progress=False, log_lines=True, workers=1)
+    lines = [ln for ln in capfd.readouterr().out.splitlines() if "restart 0: step" in ln]
+    assert lines, "no progress line was printed"
+    assert re.search(r"step 1000/4000 \(25\.0%\), running NSM 0\.\d{6}, \d+ s, [\d,]+ steps/s, ETA \d+:\d\d",
+                     lines[0]), lines[0]

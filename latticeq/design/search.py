@@ -35,6 +35,7 @@ import numpy as np
 
 from latticeq.design import _kernels as K
 from latticeq.io import atomic_write_json
+from latticeq.progress import format_duration
 
 METHODS = ("sgd", "splice", "householder", "matrix-exp", "matrix-exp-free", "triangular")
 PRESETS = ("fast", "medium", "slow")
@@ -218,8 +219,11 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
             last[0] = now
             if cfg.get("log_lines"):
                 nsm = state.history[-1][1] if state.history else float("nan")
+                rate = (state.step - first[1]) / max(now - first[0], 1e-9)  # this process's steps/s
+                eta = f", ETA {format_duration((state.steps - state.step) / rate)}" if rate > 0 else ""
                 print(f"n={n} {method} restart {index}: step {state.step}/{state.steps} "
-                      f"running NSM {nsm:.6f}, {state.wall_time:.0f} s", flush=True)
+                      f"({100 * state.step / state.steps:.1f}%), running NSM {nsm:.6f}, "
+                      f"{state.wall_time:.0f} s, {rate:,.0f} steps/s{eta}", flush=True)
         if cfg.get("parent_pid") is not None and os.getppid() != cfg["parent_pid"]:
             save(state)  # the search that started this worker is gone: stop, resumable
             os._exit(3)
@@ -233,6 +237,7 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
         state = (S.SGDState if sgd else F.FusionState).from_dict(rec["state"])
     else:
         state = _initial_state(cfg, rseed)
+    first = (time.monotonic(), state.step)  # for the rate and ETA of the log lines
     save(state)
     run = functools.partial(S.sgd, n) if sgd else functools.partial(F.fuse, None)
     state = run(state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
