@@ -42,6 +42,62 @@ def test_search_resume_refuses_other_settings_and_continues_exactly(tmp_path):
     assert (resumed.generator == straight.generator).all()
 
 
+def test_final_estimate_checkpoints_and_resumes_exactly(tmp_path):
+    import numpy as np
+
+    from latticeq.design.search import estimate_nsm_mc
+
+    B = np.array([[1.0, 0, 0], [0.5, 0.9, 0], [0.3, 0.2, 1.1]])
+    st = tmp_path / "final-nsm.json"
+    straight = estimate_nsm_mc(B, 5000, seed=3, chunk=1000)
+    with pytest.raises(SearchPaused, match="1000/5000 points"):
+        estimate_nsm_mc(B, 5000, seed=3, chunk=1000, state=st, deadline=0.0)
+    assert json.loads(st.read_text())["done"] == 1000
+    with pytest.raises(ValueError, match="samples: checkpoint 5000, now 6000"):
+        estimate_nsm_mc(B, 6000, seed=3, chunk=1000, state=st)
+    with pytest.raises(ValueError, match="generator_sha256"):
+        estimate_nsm_mc(B * 2, 5000, seed=3, chunk=1000, state=st)
+    assert estimate_nsm_mc(B, 5000, seed=3, chunk=1000, state=st) == straight
+    with pytest.raises(ValueError, match="deadline needs a state"):
+        estimate_nsm_mc(B, 5000, deadline=0.0)
+
+
+def test_search_paused_at_every_chance_equals_a_straight_run(tmp_path):
+    """With a deadline already past, a search stops at every checkpoint, the final estimate's
+    10⁵-point chunks included; resuming until done gives the straight run's lattice and NSM."""
+    kw = dict(sgd_overrides={"steps": 1000}, chunk=500, checkpoint_every=0.0,
+              **{**SMALL, "final_samples": 250_000})
+    ck = tmp_path / "ck" / "n4-sgd"
+    pauses, final_paused = 0, False
+    while True:
+        try:
+            res = run_search(4, "sgd", out=tmp_path / "a", checkpoints=tmp_path / "ck", resume=pauses > 0,
+                             deadline=0.0, **kw)
+            break
+        except SearchPaused:
+            pauses += 1
+            final_paused |= (ck / "final-nsm.json").exists()
+            assert pauses < 20
+    assert final_paused and not ck.exists()
+    straight = run_search(4, "sgd", out=tmp_path / "b", **kw)
+    assert res.nsm == straight.nsm and res.stderr == straight.stderr
+    assert (res.generator == straight.generator).all()
+
+
+def test_cli_search_budget_pauses_with_status_3_and_resumes(tmp_path):
+    args = ["search", "--dim", "4", "--method", "sgd", "--steps", "400", "--samples", "2000",
+            "--workers", "1", "--out", str(tmp_path / "res"), "--checkpoints", str(tmp_path / "ck"),
+            "--checkpoint-every", "0", "--no-progress"]
+    r = CliRunner().invoke(main, [*args, "--budget-hours", "1e-12"])
+    assert r.exit_code == 3 and "paused" in r.output and "--resume" in r.output, r.output
+    assert (tmp_path / "ck" / "n4-sgd" / "manifest.json").exists()
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0 and "pass --resume" in r.output
+    r = CliRunner().invoke(main, [*args, "--resume"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "res" / "n4-sgd.json").exists() and not (tmp_path / "ck" / "n4-sgd").exists()
+
+
 def test_campaign_pauses_resumes_and_refuses_other_settings(tmp_path):
     kw = dict(methods=["sgd"], steps=2000, samples=2000, out=tmp_path / "res", checkpoint_every=0.0,
               progress=False)

@@ -19,7 +19,12 @@ from latticeq.design.search import METHODS, PRESETS
 @click.option("--restarts", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the checkpointed search in OUT/.checkpoints.")
+@click.option("--resume", is_flag=True, help="Continue the checkpointed search (in --checkpoints).")
+@click.option("--checkpoints", type=click.Path(file_okay=False), default=None,
+              help="Folder of the search's checkpoint folder [default: OUT/.checkpoints, git-ignored]; "
+                   "a committed folder lets another machine resume the search.")
+@click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Checkpoint and stop (exit status 3) after this many hours; --resume continues.")
 @click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes (default: min(restarts, cores)).")
 @click.option("--samples", "final_samples", type=click.IntRange(min=2), default=10**7, show_default=True,
@@ -37,13 +42,17 @@ from latticeq.design.search import METHODS, PRESETS
                    "ones' basis vectors), so that restarts reach different local optima.")
 @click.option("--checkpoint-every", type=click.FloatRange(min=0), default=120.0, show_default=True, help="Seconds.")
 @click.option("--no-progress", is_flag=True)
-def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, workers,
-               final_samples, init_path, name, steps, mu0, start_noise, checkpoint_every, no_progress):
+def search_cmd(dim, method, preset, restarts, seed, out, resume, checkpoints, budget_hours, ray_address,
+               workers, final_samples, init_path, name, steps, mu0, start_noise, checkpoint_every, no_progress):
     """Search for a lattice quantizer; writes OUT/n{DIM}-{METHOD}.json."""
-    from latticeq.design.search import run_search
+    import time
+
+    from latticeq.design.search import SearchPaused, run_search
     from latticeq.io import check_writable_folder
 
     check_writable_folder(out, what="--out")
+    if checkpoints is not None:
+        check_writable_folder(checkpoints, what="--checkpoints")
     init = None
     if init_path is not None:
         from latticeq.lattice import Lattice
@@ -62,9 +71,14 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, ray_address, wo
                          resume=resume, ray=ray_address, workers=workers,
                          final_samples=final_samples, init=init, name=name,
                          fusion_overrides=fusion_over, sgd_overrides=sgd_over,
-                         checkpoint_every=checkpoint_every, progress=not no_progress)
+                         checkpoint_every=checkpoint_every, progress=not no_progress,
+                         checkpoints=checkpoints,
+                         deadline=None if budget_hours is None else time.time() + 3600 * budget_hours)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
+    except SearchPaused as exc:
+        click.echo(f"paused: {exc}", err=True)
+        raise SystemExit(3) from None
     click.echo(f"n={res.dim} {res.method}: NSM = {res.nsm:.7f} ± {res.stderr:.7f} "
                f"({res.samples} samples) -> {res.path}")
 

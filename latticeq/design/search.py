@@ -13,8 +13,9 @@ Checkpoints: ``{out}/.checkpoints/n{N}-{method}/`` holds ``manifest.json`` (the
 configuration) and one ``r{i}.json`` per restart (its full optimizer state while running, its
 result when done), each written atomically (temp file + ``os.replace``) every
 ``checkpoint_every`` seconds. After Ctrl-C or a kill, ``resume=True`` keeps every finished
-restart and continues the others from their last state. The checkpoint directory is removed
-once the result file is written.
+restart and continues the others from their last state; ``final-nsm.json`` holds the running
+sums of the final estimate (an hour or more above 28 dimensions), so it resumes too. The
+checkpoint directory is removed once the result file is written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import hashlib
 import json
 import math
 import os
@@ -102,8 +104,13 @@ def _drop(bar, task) -> None:
         remove(task)
 
 
+class SearchPaused(RuntimeError):
+    """A search stopped at its deadline after checkpointing; ``resume=True`` continues it."""
+
+
 def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
-                    chunk: int = 10**5, bar=None) -> tuple[float, float]:
+                    chunk: int = 10**5, bar=None, state=None, checkpoint_every: float = 60.0,
+                    deadline: float | None = None) -> tuple[float, float]:
     """Monte Carlo NSM ``E||e||^2 / (n V^(2/n))`` with its standard error.
 
     Points ``z B`` with ``z ~ U[0,1)^n`` are uniform modulo the lattice; the exact closest point
@@ -114,18 +121,43 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     the progress display updates after each (10⁶ points take ~10 minutes above 25 dimensions).
     ``bar``: a display already on screen (from :func:`latticeq.progress.make_progress`) to add
     this estimate's row to, instead of opening one (``progress`` is then ignored).
+    ``state``: a checkpoint file (JSON), written atomically after a chunk once ``checkpoint_every``
+    seconds have passed; if it exists, the estimate continues from it (same generator and
+    settings, else a ValueError names the difference), so an interrupted estimate resumes with the
+    result it would have had. ``deadline``: a ``time.time()`` after which the estimate saves
+    ``state`` and raises :class:`SearchPaused`. The caller deletes ``state`` once the result is
+    stored.
     """
     B = np.array(generator, dtype=np.float64, copy=True)
     if B.ndim != 2 or B.shape[0] != B.shape[1]:
         raise ValueError(f"generator must be square, got shape {B.shape}")
     if samples < 2:
         raise ValueError(f"samples must be >= 2, got {samples}")
-    K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
+    if deadline is not None and state is None:
+        raise ValueError("a deadline needs a state file to pause into")
     s1 = s2 = 0.0
-    done = 0
+    done = i = 0
+    if state is not None:
+        from latticeq.design.nsm import _load_state
+
+        state = Path(state)
+        settings = {"generator_sha256": hashlib.sha256(np.ascontiguousarray(B).tobytes()).hexdigest(),
+                    "dim": int(B.shape[0]), "samples": int(samples), "seed": int(seed), "chunk": int(chunk),
+                    "estimator": "estimate_nsm_mc"}
+        st = _load_state(state, settings)
+        if st is not None:
+            s1, s2, done, i = float(st["s1"]), float(st["s2"]), int(st["done"]), int(st["chunks"])
+
+        def save():
+            from latticeq.design.nsm import STATE_FORMAT
+
+            _atomic_write_json(state, {"format": STATE_FORMAT, "settings": settings, "done": done,
+                                       "chunks": i, "s1": s1, "s2": s2,
+                                       "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
+    last_save = time.monotonic()
     with _display(bar, progress) as bar:
-        task = bar.add_task(f"NSM n={B.shape[0]}", total=samples)
-        i = 0
+        task = bar.add_task(f"NSM n={B.shape[0]}", total=samples, completed=done)
         while done < samples:
             m = min(chunk, samples - done)
             a, b = K.nsm_moments(B, m, _seed_for(seed, i))
@@ -134,7 +166,17 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
             done += m
             i += 1
             bar.update(task, completed=done, description=f"NSM n={B.shape[0]} ≈{s1 / done:.7f}")
+            if state is not None and done < samples:
+                if deadline is not None and time.time() >= deadline:
+                    save()
+                    raise SearchPaused(f"NSM estimate paused at {done}/{samples} points (budget "
+                                       "reached); --resume continues it")
+                if time.monotonic() - last_save >= checkpoint_every:
+                    save()
+                    last_save = time.monotonic()
         _drop(bar, task)
+    if state is not None:
+        save()
     mean = s1 / samples
     var = max(s2 / samples - mean * mean, 0.0) * samples / (samples - 1)
     return mean, math.sqrt(var / samples)
@@ -158,10 +200,6 @@ def validate(dim, method, preset, restarts=1):
         raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
     if not isinstance(restarts, (int, np.integer)) or restarts < 1:
         raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
-
-
-class SearchPaused(RuntimeError):
-    """A search stopped at its deadline after checkpointing; ``resume=True`` continues it."""
 
 
 #: settings a resumed search must share with its checkpoint (the rest is derived)
@@ -383,7 +421,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     G = np.asarray(best["generator"])
     # the final estimate can take an hour at n ≥ 30: in a log (no terminal) it reports plain lines
     nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress or log_lines,
-                              bar=bar)
+                              bar=bar, state=ckdir / "final-nsm.json",
+                              checkpoint_every=cfg["checkpoint_every"], deadline=deadline)
     from latticeq.lattice import Lattice
 
     prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),
