@@ -90,7 +90,8 @@ class NSMResult:
 
 
 def _generator_digest(lattice) -> str:
-    B = np.ascontiguousarray(np.asarray(lattice.generator, dtype=np.float64))
+    """SHA-256 of the generator (float64, row-major) of a Lattice or of a generator matrix."""
+    B = np.ascontiguousarray(np.asarray(getattr(lattice, "generator", lattice), dtype=np.float64))
     return hashlib.sha256(B.tobytes()).hexdigest()
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-import hashlib
 import json
 import math
 import os
@@ -138,10 +137,10 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     s1 = s2 = 0.0
     done = i = 0
     if state is not None:
-        from latticeq.design.nsm import _load_state
+        from latticeq.design.nsm import STATE_FORMAT, _generator_digest, _load_state
 
         state = Path(state)
-        settings = {"generator_sha256": hashlib.sha256(np.ascontiguousarray(B).tobytes()).hexdigest(),
+        settings = {"generator_sha256": _generator_digest(B),
                     "dim": int(B.shape[0]), "samples": int(samples), "seed": int(seed), "chunk": int(chunk),
                     "estimator": "estimate_nsm_mc"}
         st = _load_state(state, settings)
@@ -149,8 +148,6 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
             s1, s2, done, i = float(st["s1"]), float(st["s2"]), int(st["done"]), int(st["chunks"])
 
         def save():
-            from latticeq.design.nsm import STATE_FORMAT
-
             _atomic_write_json(state, {"format": STATE_FORMAT, "settings": settings, "done": done,
                                        "chunks": i, "s1": s1, "s2": s2,
                                        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
