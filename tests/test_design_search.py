@@ -22,6 +22,24 @@ def test_estimate_nsm_mc_known_values():
         estimate_nsm_mc(np.ones((2, 3)))
 
 
+def test_estimate_nsm_mc_threads_give_the_same_result_bit_for_bit(tmp_path):
+    from latticeq.design.search import SearchPaused
+    from latticeq.lattice import catalog
+
+    B = catalog.get("E8").generator
+    straight = estimate_nsm_mc(B, 23_000, seed=7, chunk=2_000)  # 12 chunks, the last one short
+    assert estimate_nsm_mc(B, 23_000, seed=7, chunk=2_000, threads=5) == straight
+    assert abs(straight[0] - 0.0716821) < 4 * straight[1]
+    # paused by one thread count and resumed by another: still the same result
+    state = tmp_path / "state.json"
+    with pytest.raises(SearchPaused):
+        estimate_nsm_mc(B, 23_000, seed=7, chunk=2_000, threads=3, state=state, deadline=0.0)
+    assert json.loads(state.read_text())["chunks"] == 3
+    assert estimate_nsm_mc(B, 23_000, seed=7, chunk=2_000, threads=2, state=state) == straight
+    with pytest.raises(ValueError, match="threads"):
+        estimate_nsm_mc(B, 1000, threads=0)
+
+
 def test_search_writes_result_with_provenance(tmp_path):
     res = run_search(4, "matrix-exp", restarts=2, seed=3, out=tmp_path, **SMALL)
     assert res.path == tmp_path / "n4-matrix-exp.json"

@@ -26,7 +26,7 @@ from latticeq.design.search import METHODS, PRESETS
 @click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Checkpoint and stop (exit status 3) after this many hours; --resume continues.")
 @click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes (default: min(restarts, cores)).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes for the restarts, threads for the final estimate (default: min(restarts, cores)).")
 @click.option("--samples", "final_samples", type=click.IntRange(min=2), default=10**7, show_default=True,
               help="Fresh points for the final NSM estimate.")
 @click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False), default=None,

@@ -160,7 +160,7 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
     return acc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nsm_moments(Lt, samples, seed):
     """Monte Carlo sums of ``||e||^2/n`` and its square for ``samples`` uniform points."""
     np.random.seed(seed)

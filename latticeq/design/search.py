@@ -20,6 +20,7 @@ checkpoint directory is removed once the result file is written.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import datetime as _dt
 import functools
@@ -109,7 +110,7 @@ class SearchPaused(RuntimeError):
 
 def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
                     chunk: int = 10**5, bar=None, state=None, checkpoint_every: float = 60.0,
-                    deadline: float | None = None) -> tuple[float, float]:
+                    deadline: float | None = None, threads: int = 1) -> tuple[float, float]:
     """Monte Carlo NSM ``E||e||^2 / (n V^(2/n))`` with its standard error.
 
     Points ``z B`` with ``z ~ U[0,1)^n`` are uniform modulo the lattice; the exact closest point
@@ -126,12 +127,16 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     result it would have had. ``deadline``: a ``time.time()`` after which the estimate saves
     ``state`` and raises :class:`SearchPaused`. The caller deletes ``state`` once the result is
     stored.
+    ``threads``: chunks decoded at once (the kernel releases the GIL). Their sums are added in
+    chunk order, so the result does not depend on ``threads``, bit for bit.
     """
     B = np.array(generator, dtype=np.float64, copy=True)
     if B.ndim != 2 or B.shape[0] != B.shape[1]:
         raise ValueError(f"generator must be square, got shape {B.shape}")
     if samples < 2:
         raise ValueError(f"samples must be >= 2, got {samples}")
+    if int(threads) != threads or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if deadline is not None and state is None:
         raise ValueError("a deadline needs a state file to pause into")
     s1 = s2 = 0.0
@@ -153,15 +158,19 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
                                        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
     last_save = time.monotonic()
-    with _display(bar, progress) as bar:
+    with _display(bar, progress) as bar, cf.ThreadPoolExecutor(max_workers=int(threads)) as ex:
         task = bar.add_task(f"NSM n={B.shape[0]}", total=samples, completed=done)
         while done < samples:
-            m = min(chunk, samples - done)
-            a, b = K.nsm_moments(B, m, _seed_for(seed, i))
-            s1 += a
-            s2 += b
-            done += m
-            i += 1
+            sizes = []  # the next wave: one chunk per thread
+            while len(sizes) < threads and done + sum(sizes) < samples:
+                sizes.append(min(chunk, samples - done - sum(sizes)))
+            wave = [ex.submit(K.nsm_moments, B, m, _seed_for(seed, i + k)) for k, m in enumerate(sizes)]
+            for f, m in zip(wave, sizes):
+                a, b = f.result()
+                s1 += a
+                s2 += b
+                done += m
+                i += 1
             bar.update(task, completed=done, description=f"NSM n={B.shape[0]} ≈{s1 / done:.7f}")
             if state is not None and done < samples:
                 if deadline is not None and time.time() >= deadline:
@@ -419,7 +428,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     # the final estimate can take an hour at n ≥ 30: in a log (no terminal) it reports plain lines
     nsm, se = estimate_nsm_mc(G, final_samples, seed=_seed_for(seed, 10**6), progress=progress or log_lines,
                               bar=bar, state=ckdir / "final-nsm.json",
-                              checkpoint_every=cfg["checkpoint_every"], deadline=deadline)
+                              checkpoint_every=cfg["checkpoint_every"], deadline=deadline,
+                              threads=nw if pool is None else 1)
     from latticeq.lattice import Lattice
 
     prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),
@@ -539,7 +549,6 @@ def _dispatch(cfg, paths, ray_address, workers, progress, pool=None, bar=None) -
                         records[rec["index"]] = rec
                     show(bar, task)
                 return [records[i] for i in sorted(records)]
-            import concurrent.futures as cf
             import multiprocessing as mp
 
             cfg = dict(cfg, parent_pid=os.getpid())  # workers stop when this process dies
