@@ -82,6 +82,11 @@ def test_search_paused_at_every_chance_equals_a_straight_run(tmp_path):
     straight = run_search(4, "sgd", out=tmp_path / "b", **kw)
     assert res.nsm == straight.nsm and res.stderr == straight.stderr
     assert (res.generator == straight.generator).all()
+    # provenance: the paused run says it was resumed; the estimate's seconds count over all legs
+    prov = json.loads(res.path.read_text())["provenance"]
+    prov0 = json.loads(straight.path.read_text())["provenance"]
+    assert prov["resumed"] is True and prov0["resumed"] is False
+    assert prov["nsm_seconds"] > 0 and prov0["nsm_seconds"] > 0
 
 
 def test_cli_search_budget_pauses_with_status_3_and_resumes(tmp_path):

@@ -126,7 +126,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
     settings, else a ValueError names the difference), so an interrupted estimate resumes with the
     result it would have had. ``deadline``: a ``time.time()`` after which the estimate saves
     ``state`` and raises :class:`SearchPaused`. The caller deletes ``state`` once the result is
-    stored.
+    stored; until then its ``elapsed`` holds the estimate's seconds over all legs.
     ``threads``: chunks decoded at once (the kernel releases the GIL). Their sums are added in
     chunk order, so the result does not depend on ``threads``, bit for bit.
     """
@@ -141,6 +141,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
         raise ValueError("a deadline needs a state file to pause into")
     s1 = s2 = 0.0
     done = i = 0
+    elapsed = 0.0  # seconds spent in earlier legs; None when an older state did not count them
     if state is not None:
         from latticeq.design.nsm import STATE_FORMAT, _generator_digest, _load_state
 
@@ -151,11 +152,14 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
         st = _load_state(state, settings)
         if st is not None:
             s1, s2, done, i = float(st["s1"]), float(st["s2"]), int(st["done"]), int(st["chunks"])
+            elapsed = st.get("elapsed")
 
         def save():
             _atomic_write_json(state, {"format": STATE_FORMAT, "settings": settings, "done": done,
                                        "chunks": i, "s1": s1, "s2": s2,
+                                       "elapsed": None if elapsed is None else elapsed + time.monotonic() - t0,
                                        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+    t0 = time.monotonic()
     K.retriangularize(B)  # reduced, lower triangular, unit volume (NSM is invariant)
     last_save = time.monotonic()
     with _display(bar, progress) as bar, cf.ThreadPoolExecutor(max_workers=int(threads)) as ex:
@@ -393,7 +397,8 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
     if not checkpoint_every >= 0:
         raise ValueError(f"checkpoint_every must be a number of seconds >= 0 (0: after every chunk), got {checkpoint_every!r}")
     _initial_state(cfg, 0)  # every setting validated before anything is written
-    if ckdir.exists() and any(ckdir.iterdir()):
+    resumed = ckdir.exists() and any(ckdir.iterdir())
+    if resumed:
         if not resume:
             raise FileExistsError(f"a checkpoint of this search exists at {ckdir}; pass "
                                   "--resume to continue it, or delete the directory to start over")
@@ -430,6 +435,7 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
                               bar=bar, state=ckdir / "final-nsm.json",
                               checkpoint_every=cfg["checkpoint_every"], deadline=deadline,
                               threads=nw if pool is None else 1)
+    nsm_seconds = _read_json(ckdir / "final-nsm.json", "final estimate checkpoint").get("elapsed")
     from latticeq.lattice import Lattice
 
     prov = {"method": method, "dim": int(dim), "preset": preset, "seed": int(seed),
@@ -437,8 +443,9 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
             "restart_seed": best["seed"], "steps": best["steps"],
             "restart_nsms": [[r["quick_nsm"], r["quick_stderr"]] for r in records],
             "nsm": nsm, "nsm_stderr": se, "nsm_samples": int(final_samples),
-            "wall_time": time.time() - start,
+            "wall_time": time.time() - start, "resumed": bool(resumed),
             "optimizer_time": [r.get("wall_time") for r in records],
+            "nsm_seconds": None if nsm_seconds is None else round(nsm_seconds, 1),
             "fusion_overrides": cfg["fusion_overrides"], "sgd_overrides": cfg["sgd_overrides"],
             "init_from": (None if cfg["init"] is None
                           else "splice " + "×".join(cfg["init_splice"]["components"]) if cfg["init_splice"]
