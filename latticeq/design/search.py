@@ -445,7 +445,7 @@ def run_search(dim: int, method: str, *, preset: str = "fast", restarts: int = 1
             "nsm": nsm, "nsm_stderr": se, "nsm_samples": int(final_samples),
             "wall_time": time.time() - start, "resumed": bool(resumed),
             "optimizer_time": [r.get("wall_time") for r in records],
-            "nsm_seconds": None if nsm_seconds is None else round(nsm_seconds, 1),
+            "nsm_seconds": None if nsm_seconds is None else round(nsm_seconds, 3),
             "fusion_overrides": cfg["fusion_overrides"], "sgd_overrides": cfg["sgd_overrides"],
             "init_from": (None if cfg["init"] is None
                           else "splice " + "×".join(cfg["init_splice"]["components"]) if cfg["init_splice"]
