@@ -78,3 +78,11 @@ def test_nsm_update_records_in_the_file_and_refuses_bad_targets(tmp_path):
     assert r.exit_code != 0 and "--update needs a saved lattice file" in r.output
     r = run("nsm", str(path), "--samples", "2000", "--update", "--target-stderr", "1e-3")
     assert r.exit_code != 0 and "drop --target-stderr" in r.output
+    r = run("nsm", str(path), "--samples", "2000", "--seed", "6", "--pool")
+    assert r.exit_code != 0 and "use it with --update" in r.output
+    r = run("nsm", str(path), "--samples", "2000", "--seed", "5", "--update", "--pool")
+    assert r.exit_code != 0 and "already uses seed 5" in r.output
+    r = run("nsm", str(path), "--samples", "3000", "--seed", "6", "--update", "--pool")
+    assert r.exit_code == 0 and "pooled over 5,000 samples; this run 3,000" in r.output, r.output
+    d = json.loads(path.read_text())
+    assert d["provenance"]["nsm_samples"] == 5000 and d["provenance"]["nsm_seed"] == [5, 6]

@@ -175,3 +175,62 @@ def test_fpylll_reestimate_is_recorded_as_a_crosscheck(tmp_path):
     cc = out["provenance"]["crosscheck"]
     assert cc["decoder"] == "fpylll" and cc["nsm"] == r.nsm and cc["samples"] == 500
     assert len(cc["generator_sha256"]) == 64
+
+
+def test_pooled_estimate_is_the_sample_weighted_mean_with_its_standard_error():
+    from latticeq.design.nsm import pooled_estimate
+
+    assert pooled_estimate([(0.07, 1e-4, 1000)]) == (0.07, 1e-4)
+    m, s = pooled_estimate([(0.07, 2e-4, 1000), (0.08, 1e-4, 3000)])
+    assert m == pytest.approx(0.0775) and s == pytest.approx(math.sqrt((0.25 * 2e-4) ** 2 + (0.75 * 1e-4) ** 2))
+    # equal halves: the standard error of two equal estimates falls by √2
+    assert pooled_estimate([(0.07, 1e-4, 500), (0.07, 1e-4, 500)])[1] == pytest.approx(1e-4 / math.sqrt(2))
+    with pytest.raises(ValueError, match="positive number of samples"):
+        pooled_estimate([(0.07, 1e-4, 0)])
+
+
+def test_reestimate_pools_estimates_on_fresh_seeds_and_refuses_what_cannot_be_pooled(tmp_path):
+    import json
+
+    from latticeq.design.nsm import estimate_nsm, reestimate
+
+    L = Lattice(catalog.get("A2").generator, name="mine")
+    path = tmp_path / "n2-x.json"
+    d = L.to_dict()
+    d["provenance"] = {"nsm": 0.0802, "nsm_stderr": 1e-4, "nsm_samples": 1000, "nsm_seed": None}
+    path.write_text(json.dumps(d))
+    # a search's own estimate (no recorded seed) is never pooled with new points
+    with pytest.raises(ValueError, match="re-estimate it first"):
+        reestimate(path, samples=3000, seed=9, pool=True, progress=False)
+    assert json.loads(path.read_text()) == d
+    a = reestimate(path, samples=3000, seed=9, progress=False)
+    with pytest.raises(ValueError, match="already uses seed 9"):
+        reestimate(path, samples=2000, seed=9, pool=True, progress=False)
+    with pytest.raises(ValueError, match="cross-check"):
+        reestimate(path, samples=2000, seed=10, pool=True, decoder="fpylll", progress=False)
+    r = reestimate(path, samples=2000, seed=10, pool=True, progress=False)
+    r3 = reestimate(path, samples=1000, seed=11, pool=True, progress=False)
+    out = json.loads(path.read_text())
+    prov = out["provenance"]
+    # the pooled record is exactly the three independent estimates, weighted by their sizes
+    b = estimate_nsm(L, samples=2000, seed=10, progress=False)
+    c = estimate_nsm(L, samples=1000, seed=11, progress=False)
+    assert r.samples == 5000 and r3.samples == prov["nsm_samples"] == 6000
+    assert prov["nsm_seed"] == [9, 10, 11] and len(prov["nsm_parts"]) == 3
+    assert [p["nsm"] for p in prov["nsm_parts"]] == [a.nsm, b.nsm, c.nsm]
+    assert out["nsm"]["value"] == prov["nsm"] == r3.nsm == pytest.approx((3 * a.nsm + 2 * b.nsm + c.nsm) / 6)
+    assert r3.stderr == pytest.approx(math.sqrt((a.stderr / 2) ** 2 + (b.stderr / 3) ** 2 + (c.stderr / 6) ** 2))
+    assert r3.stderr < a.stderr
+    assert prov["nsm_estimator"].startswith("pooled ")
+    assert abs(r3.nsm - 5 / (36 * math.sqrt(3))) < 4 * r3.stderr  # G(A2)
+    # a plain re-estimate replaces the pooled record (kept as the previous estimate)
+    reestimate(path, samples=1000, seed=12, progress=False)
+    prov = json.loads(path.read_text())["provenance"]
+    assert "nsm_parts" not in prov and prov["previous_nsm"]["nsm_seed"] == [9, 10, 11]
+    # parts made on another generator are refused
+    reestimate(path, samples=1000, seed=13, pool=True, progress=False)
+    d = json.loads(path.read_text())
+    d["provenance"]["nsm_parts"][0]["generator_sha256"] = "0" * 64
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="generator changed"):
+        reestimate(path, samples=1000, seed=14, pool=True, progress=False)

@@ -22,9 +22,13 @@ from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_
               help="LATTICE is a saved result: record the new estimate in its file (the earlier one is kept "
                    "under provenance.previous_nsm; with --decoder fpylll it is recorded as provenance.crosscheck "
                    "instead). Checkpointed in .nsm-state/ beside the file; rerun to resume.")
+@click.option("--pool", is_flag=True,
+              help="With --update: add the new estimate to the file's (a re-estimate on another seed) instead of "
+                   "replacing it; the file records their sample-weighted mean and its standard error, and keeps "
+                   "each estimate under provenance.nsm_parts.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def nsm(lattice, samples, seed, target_stderr, decoder, update, as_json, no_progress):
+def nsm(lattice, samples, seed, target_stderr, decoder, update, pool, as_json, no_progress):
     """Estimate the normalized second moment of LATTICE (catalog name or saved JSON)."""
     from latticeq.design.nsm import estimate_nsm, reestimate, sphere_bound
     from latticeq.lattice import catalog
@@ -35,11 +39,13 @@ def nsm(lattice, samples, seed, target_stderr, decoder, update, as_json, no_prog
         ref = L.nsm[0]
     if update and not Path(lattice).is_file():
         fail(f"--update needs a saved lattice file, got {lattice!r}")
+    if pool and not update:
+        fail("--pool adds to the estimate recorded in a file: use it with --update")
     if update and target_stderr is not None:
         fail("--update records a fixed-size estimate: drop --target-stderr")
     try:
         if update:
-            r = reestimate(lattice, samples=samples, seed=seed, decoder=decoder,
+            r = reestimate(lattice, samples=samples, seed=seed, decoder=decoder, pool=pool,
                            progress=not (no_progress or as_json))
         else:
             r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
@@ -51,7 +57,10 @@ def nsm(lattice, samples, seed, target_stderr, decoder, update, as_json, no_prog
     if as_json:
         click.echo(json.dumps(out))
         return
-    click.echo(f"{out['lattice']} (n = {r.dim}): NSM = {r.nsm:.7f} ± {r.stderr:.1e}  ({r.samples:,} samples, seed {seed}, {r.wall_time_s:.1f} s)")
+    run_ = f"seed {seed}, {r.wall_time_s:.1f} s"
+    click.echo(f"{out['lattice']} (n = {r.dim}): NSM = {r.nsm:.7f} ± {r.stderr:.1e}  "
+               + (f"(pooled over {r.samples:,} samples; this run {samples:,}, {run_})" if pool
+                  else f"({r.samples:,} samples, {run_})"))
     if ref is not None:
         click.echo(f"  reference {ref:.7f}: deviation {out['sigmas']:+.2f} standard errors")
     click.echo(f"  sphere bound {out['sphere_bound']:.7f}; tensor deviation from white {r.tensor_deviation:.3f}")

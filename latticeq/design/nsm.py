@@ -36,7 +36,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -241,8 +241,41 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
                      wall_time_s=elapsed + time.perf_counter() - t0)
 
 
-def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "latticeq", state_dir=None,
-               checkpoint_every: float = 60.0, progress: bool = True) -> NSMResult:
+def pooled_estimate(parts) -> tuple[float, float]:
+    """Pool independent Monte Carlo estimates ``(mean, stderr, samples)`` of one quantity: the
+    sample-weighted mean Σ Nᵢ mᵢ / N and its standard error √(Σ (Nᵢ/N)² sᵢ²)."""
+    parts = [(float(m), float(s), int(k)) for m, s, k in parts]
+    if not parts or any(k <= 0 for _, _, k in parts):
+        raise ValueError("pooling needs at least one estimate, each on a positive number of samples")
+    total = sum(k for _, _, k in parts)
+    mean = sum(k * m for m, _, k in parts) / total
+    return mean, math.sqrt(sum((k / total) ** 2 * s * s for _, s, k in parts))
+
+
+def _pool_parts(d: dict, digest: str, path) -> list[dict]:
+    """The estimates already pooled in a lattice file's record (one, if it was never pooled);
+    refuses a record that cannot be pooled with fresh points."""
+    prov = d.get("provenance") or {}
+    if "nsm_parts" in prov:
+        parts = [dict(p) for p in prov["nsm_parts"]]
+    else:
+        est, seed = prov.get("nsm_estimator") or "", prov.get("nsm_seed")
+        if not est.startswith("latticeq.design.nsm.estimate_nsm") or not isinstance(seed, int):
+            raise ValueError(f"{path}'s estimate does not come from a re-estimate on a recorded seed (a search's "
+                             f"own estimate cannot be shown independent of new points): re-estimate it first "
+                             f"(latticeq nsm {path} --samples N --seed S --update), then pool")
+        parts = [{"nsm": prov["nsm"], "stderr": prov["nsm_stderr"], "samples": prov["nsm_samples"], "seed": seed,
+                  "seconds": prov.get("nsm_seconds"), "time": prov.get("nsm_time"), "estimator": est,
+                  "generator_sha256": digest}]
+    for p in parts:
+        if p.get("generator_sha256") != digest:
+            raise ValueError(f"{path}'s generator changed since its pooled estimates were made: re-estimate "
+                             f"without pooling")
+    return parts
+
+
+def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "latticeq", pool: bool = False,
+               state_dir=None, checkpoint_every: float = 60.0, progress: bool = True) -> NSMResult:
     """Re-estimate the NSM of a saved lattice (``latticeq.lattice`` JSON) on fresh points and
     record it in the file.
 
@@ -252,6 +285,12 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
     ``provenance.previous_nsm``. With ``decoder="fpylll"`` (an independent exact decoder) the
     estimate is a cross-check: it goes to ``provenance.crosscheck`` (with the generator's
     SHA-256, so a later change of the generator shows) and the file's own estimate stays.
+    With ``pool=True`` the new estimate is added to the file's instead of replacing it: the
+    recorded NSM becomes the sample-weighted mean of the pooled estimates, with the standard
+    error of that mean (``pooled_estimate``), ``nsm_samples`` their total and ``nsm_seed`` the
+    list of their seeds; each estimate is kept under ``provenance.nsm_parts``. Pooling needs
+    independent points, so it is refused unless the file's estimate was made by this function
+    on a recorded seed (not by a search) and the new seed is not among the pooled ones.
     The file keeps its generator and is rewritten atomically, only if the generator did not
     change while the estimate ran.
     The estimate checkpoints to ``state_dir/<file stem>-s<seed>-n<samples>.json`` (default
@@ -275,6 +314,14 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
             raise ValueError(f"{path} is not a readable lattice file: {exc}") from None
 
     d, L = read()
+    if pool:
+        if decoder != "latticeq":
+            raise ValueError("pooling adds to the file's own estimate; a fpylll estimate is a cross-check, "
+                             "recorded apart")
+        parts = _pool_parts(d, _generator_digest(L), path)
+        if seed in [p["seed"] for p in parts]:
+            raise ValueError(f"{path}'s estimate already uses seed {seed}: pooling needs fresh points, "
+                             f"pick another seed")
     state_dir = Path(state_dir) if state_dir is not None else path.parent / ".nsm-state"
     tag = "" if decoder == "latticeq" else f"-{decoder}"
     state = state_dir / f"{path.stem}-s{seed}-n{samples}{tag}.json"
@@ -294,10 +341,24 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
         atomic_write_json(path, d, indent=1)
         state.unlink(missing_ok=True)
         return r
+    estimator = f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})"
+    if pool:
+        parts = _pool_parts(d, digest, path) + [
+            {"nsm": r.nsm, "stderr": r.stderr, "samples": r.samples, "seed": int(seed),
+             "seconds": round(r.wall_time_s, 1), "time": now, "estimator": estimator, "generator_sha256": digest}]
+        nsm, se = pooled_estimate([(p["nsm"], p["stderr"], p["samples"]) for p in parts])
+        prov.update({"nsm": nsm, "nsm_stderr": se, "nsm_samples": sum(p["samples"] for p in parts),
+                     "nsm_seed": [p["seed"] for p in parts], "nsm_estimator": f"pooled {estimator}",
+                     "nsm_seconds": round(sum(p["seconds"] or 0.0 for p in parts), 1), "nsm_time": now,
+                     "nsm_parts": parts})
+        d["nsm"] = {"value": nsm, "stderr": se}
+        atomic_write_json(path, d, indent=1)
+        state.unlink(missing_ok=True)
+        return replace(r, nsm=nsm, stderr=se, samples=prov["nsm_samples"])  # tensor: the new points
     prov["previous_nsm"] = {k: prov.get(k) for k in ("nsm", "nsm_stderr", "nsm_samples", "nsm_seed")}
+    prov.pop("nsm_parts", None)
     prov.update({"nsm": r.nsm, "nsm_stderr": r.stderr, "nsm_samples": r.samples, "nsm_seed": seed,
-                 "nsm_estimator": f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})",
-                 "nsm_seconds": round(r.wall_time_s, 1), "nsm_time": now})
+                 "nsm_estimator": estimator, "nsm_seconds": round(r.wall_time_s, 1), "nsm_time": now})
     d["nsm"] = {"value": r.nsm, "stderr": r.stderr}
     atomic_write_json(path, d, indent=1)
     state.unlink(missing_ok=True)
