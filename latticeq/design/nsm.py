@@ -252,25 +252,27 @@ def pooled_estimate(parts) -> tuple[float, float]:
     return mean, math.sqrt(sum((k / total) ** 2 * s * s for _, s, k in parts))
 
 
-def _pool_parts(d: dict, digest: str, path) -> list[dict]:
+def _pool_parts(d: dict, digest: str, path, seed: int) -> list[dict]:
     """The estimates already pooled in a lattice file's record (one, if it was never pooled);
-    refuses a record that cannot be pooled with fresh points."""
+    refuses a record that cannot be pooled with fresh points on ``seed``."""
     prov = d.get("provenance") or {}
     if "nsm_parts" in prov:
         parts = [dict(p) for p in prov["nsm_parts"]]
     else:
-        est, seed = prov.get("nsm_estimator") or "", prov.get("nsm_seed")
-        if not est.startswith("latticeq.design.nsm.estimate_nsm") or not isinstance(seed, int):
+        est, first = prov.get("nsm_estimator") or "", prov.get("nsm_seed")
+        if not est.startswith("latticeq.design.nsm.estimate_nsm") or not isinstance(first, int):
             raise ValueError(f"{path}'s estimate does not come from a re-estimate on a recorded seed (a search's "
                              f"own estimate cannot be shown independent of new points): re-estimate it first "
                              f"(latticeq nsm {path} --samples N --seed S --update), then pool")
-        parts = [{"nsm": prov["nsm"], "stderr": prov["nsm_stderr"], "samples": prov["nsm_samples"], "seed": seed,
+        parts = [{"nsm": prov["nsm"], "stderr": prov["nsm_stderr"], "samples": prov["nsm_samples"], "seed": first,
                   "seconds": prov.get("nsm_seconds"), "time": prov.get("nsm_time"), "estimator": est,
                   "generator_sha256": digest}]
     for p in parts:
         if p.get("generator_sha256") != digest:
             raise ValueError(f"{path}'s generator changed since its pooled estimates were made: re-estimate "
                              f"without pooling")
+    if seed in [p["seed"] for p in parts]:
+        raise ValueError(f"{path}'s estimate already uses seed {seed}: pooling needs fresh points, pick another seed")
     return parts
 
 
@@ -318,10 +320,7 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
         if decoder != "latticeq":
             raise ValueError("pooling adds to the file's own estimate; a fpylll estimate is a cross-check, "
                              "recorded apart")
-        parts = _pool_parts(d, _generator_digest(L), path)
-        if seed in [p["seed"] for p in parts]:
-            raise ValueError(f"{path}'s estimate already uses seed {seed}: pooling needs fresh points, "
-                             f"pick another seed")
+        _pool_parts(d, _generator_digest(L), path, seed)  # refuse before the long estimate, not after
     state_dir = Path(state_dir) if state_dir is not None else path.parent / ".nsm-state"
     tag = "" if decoder == "latticeq" else f"-{decoder}"
     state = state_dir / f"{path.stem}-s{seed}-n{samples}{tag}.json"
@@ -333,17 +332,13 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
         raise ValueError(f"{path} changed while its NSM was being estimated; the estimate is left in {state}")
     prov = d.setdefault("provenance", {})
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    estimator = f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})"
     if decoder != "latticeq":
         prov["crosscheck"] = {"decoder": decoder, "nsm": r.nsm, "stderr": r.stderr, "samples": r.samples,
                               "seed": seed, "generator_sha256": digest, "seconds": round(r.wall_time_s, 1),
-                              "estimator": f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})",
-                              "time": now}
-        atomic_write_json(path, d, indent=1)
-        state.unlink(missing_ok=True)
-        return r
-    estimator = f"latticeq.design.nsm.estimate_nsm (latticeq {__version__})"
-    if pool:
-        parts = _pool_parts(d, digest, path) + [
+                              "estimator": estimator, "time": now}
+    elif pool:
+        parts = _pool_parts(d, digest, path, seed) + [
             {"nsm": r.nsm, "stderr": r.stderr, "samples": r.samples, "seed": int(seed),
              "seconds": round(r.wall_time_s, 1), "time": now, "estimator": estimator, "generator_sha256": digest}]
         nsm, se = pooled_estimate([(p["nsm"], p["stderr"], p["samples"]) for p in parts])
@@ -352,14 +347,13 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
                      "nsm_seconds": round(sum(p["seconds"] or 0.0 for p in parts), 1), "nsm_time": now,
                      "nsm_parts": parts})
         d["nsm"] = {"value": nsm, "stderr": se}
-        atomic_write_json(path, d, indent=1)
-        state.unlink(missing_ok=True)
-        return replace(r, nsm=nsm, stderr=se, samples=prov["nsm_samples"])  # tensor: the new points
-    prov["previous_nsm"] = {k: prov.get(k) for k in ("nsm", "nsm_stderr", "nsm_samples", "nsm_seed")}
-    prov.pop("nsm_parts", None)
-    prov.update({"nsm": r.nsm, "nsm_stderr": r.stderr, "nsm_samples": r.samples, "nsm_seed": seed,
-                 "nsm_estimator": estimator, "nsm_seconds": round(r.wall_time_s, 1), "nsm_time": now})
-    d["nsm"] = {"value": r.nsm, "stderr": r.stderr}
+        r = replace(r, nsm=nsm, stderr=se, samples=prov["nsm_samples"])  # tensor: the new points
+    else:
+        prov["previous_nsm"] = {k: prov.get(k) for k in ("nsm", "nsm_stderr", "nsm_samples", "nsm_seed")}
+        prov.pop("nsm_parts", None)
+        prov.update({"nsm": r.nsm, "nsm_stderr": r.stderr, "nsm_samples": r.samples, "nsm_seed": seed,
+                     "nsm_estimator": estimator, "nsm_seconds": round(r.wall_time_s, 1), "nsm_time": now})
+        d["nsm"] = {"value": r.nsm, "stderr": r.stderr}
     atomic_write_json(path, d, indent=1)
     state.unlink(missing_ok=True)
     return r
