@@ -212,3 +212,68 @@ def test_campaign_tasks_queue_their_restarts_in_task_order():
     turns.view(0).submitted()
     late.join(timeout=5)
     assert order == ["task 0, restart 0", "task 0, restart 1", "task 1"]
+
+
+class _Clock:
+    """A stand-in for the ``time`` module in ``latticeq.design.search``: it moves only when a
+    patched kernel says its chunk took 100 s, so pause decisions are deterministic."""
+
+    def __init__(self):
+        self.t = 1.0e6
+
+    def time(self):
+        return self.t
+
+    monotonic = perf_counter = time
+
+
+def test_estimate_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path, monkeypatch):
+    """Chunks take 100 s and the budget is 250 s: the estimate stops after two chunks (the third
+    would end at 300 s), not after the chunk that crosses the deadline; resuming gives the
+    straight result."""
+    import numpy as np
+
+    from latticeq.design import search
+
+    B = np.array([[1.0, 0, 0], [0.5, 0.9, 0], [0.3, 0.2, 1.1]])
+    straight = search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000)
+    clock, real = _Clock(), search.K.nsm_moments
+
+    def chunk_of_100_s(*a):
+        clock.t += 100.0
+        return real(*a)
+
+    monkeypatch.setattr(search, "time", clock)
+    monkeypatch.setattr(search.K, "nsm_moments", chunk_of_100_s)
+    st = tmp_path / "final-nsm.json"
+    with pytest.raises(SearchPaused, match="2000/5000 points"):
+        search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000, state=st, deadline=clock.t + 250.0)
+    assert clock.t - 1.0e6 == 200.0  # stopped inside the budget
+    with pytest.raises(SearchPaused, match="3000/5000 points"):  # a leg runs at least one chunk
+        search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000, state=st, deadline=clock.t + 50.0)
+    assert search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000, state=st) == straight
+
+
+def test_restart_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path, monkeypatch):
+    """The same for optimizer chunks: 500-step SGD chunks of 100 s and a 250 s budget stop a
+    restart at step 1000 of 3000, and the resumed search equals a straight one."""
+    from latticeq.design import search
+    from latticeq.design import sgd as S
+
+    kw = dict(sgd_overrides={"steps": 3000}, chunk=500, checkpoint_every=1e9, **SMALL)
+    straight = run_search(5, "sgd", out=tmp_path / "b", **kw)
+    clock, real = _Clock(), S.sgd_advance
+
+    def chunk_of_100_s(state, chunk):
+        clock.t += 100.0
+        return real(state, chunk)
+
+    monkeypatch.setattr(search, "time", clock)
+    monkeypatch.setattr(S, "sgd_advance", chunk_of_100_s)
+    with pytest.raises(SearchPaused, match="paused at step 1000 of 3000"):
+        run_search(5, "sgd", out=tmp_path / "a", deadline=clock.t + 250.0, **kw)
+    assert clock.t - 1.0e6 == 200.0
+    rec = json.loads((tmp_path / "a" / ".checkpoints" / "n5-sgd" / "r0.json").read_text())
+    assert rec["step"] == 1000 and rec["status"] == "running"
+    resumed = run_search(5, "sgd", out=tmp_path / "a", resume=True, **kw)
+    assert resumed.nsm == straight.nsm and (resumed.generator == straight.generator).all()

@@ -24,7 +24,7 @@ from latticeq.design.search import METHODS, PRESETS
               help="Folder of the search's checkpoint folder [default: OUT/.checkpoints, git-ignored]; "
                    "a committed folder lets another machine resume the search.")
 @click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Checkpoint and stop (exit status 3) after this many hours; --resume continues.")
+              help="Checkpoint and stop (exit status 3) within this many hours: a chunk that would end past it is not started (each leg runs at least one); --resume continues.")
 @click.option("--ray", "ray_address", default=None, help="Run restarts as Ray tasks: 'auto' or an address.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Local processes for the restarts, threads for the final estimate (default: min(restarts, cores)).")
 @click.option("--samples", "final_samples", type=click.IntRange(min=2), default=10**7, show_default=True,
@@ -94,7 +94,7 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, checkpoints, bu
 @click.option("--samples", type=click.IntRange(min=2), default=10**6, show_default=True,
               help="Fresh points for each final NSM estimate.")
 @click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Checkpoint and stop after this many hours (--resume continues).")
+              help="Checkpoint and stop within this many hours, as search does (--resume continues).")
 @click.option("--out", type=click.Path(file_okay=False), default="results/lattices", show_default=True)
 @click.option("--state", type=click.Path(file_okay=False), default="results/campaign", show_default=True,
               help="Campaign folder (settings, task states, checkpoints); commit it to resume elsewhere.")

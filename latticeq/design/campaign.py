@@ -18,8 +18,8 @@ records when each task started and finished.
 
 ``resume=True`` skips finished tasks and continues the running one from its checkpoint; a
 campaign resumed with other settings is refused, naming each difference. With
-``budget_hours`` the campaign checkpoints and stops once the budget is spent (a later resume
-continues). Results go to ``{out}/n{N}-{method}.json``; a better earlier result there is
+``budget_hours`` the campaign checkpoints and stops at the last chunk that fits the budget (a
+later resume continues). Results go to ``{out}/n{N}-{method}.json``; a better earlier result there is
 never overwritten (see :func:`latticeq.design.search.run_search`).
 """
 
@@ -91,7 +91,8 @@ def run_campaign(dims, methods=("matrix-exp-free",), *, preset: str = "fast", re
         estimate.  steps : overrides the preset's number of optimizer steps.
     out : result folder.  state : campaign folder (``campaign.json`` and ``checkpoints/``).
     resume : continue the campaign in ``state``; without it an existing campaign is an error.
-    budget_hours : stop (checkpointed) after this much wall time; ``None`` runs to the end.
+    budget_hours : stop (checkpointed) within this much wall time: no chunk is started that
+        would end past it; ``None`` runs to the end.
     ray : None (local processes) or ``"auto"`` / a Ray address: every restart is a Ray task and
         all tasks are submitted at once.
     workers : local processes shared by all tasks (default: every core); 1 runs one task at a

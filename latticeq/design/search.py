@@ -108,6 +108,15 @@ class SearchPaused(RuntimeError):
     """A search stopped at its deadline after checkpointing; ``resume=True`` continues it."""
 
 
+def _would_overrun(deadline: float | None, next_seconds: float) -> bool:
+    """Whether work taking ``next_seconds`` (the last chunk's time), started now, would end at or
+    past ``deadline`` (a ``time.time()``; ``None``: no deadline). Long jobs check this between
+    chunks, so they pause at the last checkpoint that fits the budget instead of one chunk after
+    it (a fusion chunk takes minutes at n = 32). The first chunk of each leg always runs, so
+    every leg makes progress."""
+    return deadline is not None and time.time() + next_seconds >= deadline
+
+
 def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
                     chunk: int = 10**5, bar=None, state=None, checkpoint_every: float = 60.0,
                     deadline: float | None = None, threads: int = 1) -> tuple[float, float]:
@@ -168,6 +177,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
             sizes = []  # the next wave: one chunk per thread
             while len(sizes) < threads and done + sum(sizes) < samples:
                 sizes.append(min(chunk, samples - done - sum(sizes)))
+            t_wave = time.monotonic()
             wave = [ex.submit(K.nsm_moments, B, m, _seed_for(seed, i + k)) for k, m in enumerate(sizes)]
             for f, m in zip(wave, sizes):
                 a, b = f.result()
@@ -177,7 +187,7 @@ def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bo
                 i += 1
             bar.update(task, completed=done, description=f"NSM n={B.shape[0]} ≈{s1 / done:.7f}")
             if state is not None and done < samples:
-                if deadline is not None and time.time() >= deadline:
+                if _would_overrun(deadline, time.monotonic() - t_wave):
                     save()
                     raise SearchPaused(f"NSM estimate paused at {done}/{samples} points (budget "
                                        "reached); --resume continues it")
@@ -262,6 +272,7 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
 
     def on_chunk(state):
         now = time.monotonic()
+        took, last_chunk[0] = now - last_chunk[0], now
         if now - last[0] >= cfg["checkpoint_every"]:
             save(state)
             last[0] = now
@@ -275,7 +286,7 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
         if cfg.get("parent_pid") is not None and os.getppid() != cfg["parent_pid"]:
             save(state)  # the search that started this worker is gone: stop, resumable
             os._exit(3)
-        if cfg.get("deadline") is not None and time.time() >= cfg["deadline"]:
+        if _would_overrun(cfg.get("deadline"), took):
             save(state)
             raise SearchPaused(f"n={n} {method} restart {index} paused at step {state.step} "
                                f"of {state.steps} (budget reached); --resume continues it")
@@ -286,6 +297,7 @@ def _restart_task(cfg: dict, index: int, ckpt_path: str) -> dict:
     else:
         state = _initial_state(cfg, rseed)
     first = (time.monotonic(), state.step)  # for the rate and ETA of the log lines
+    last_chunk = [first[0]]  # when the last chunk ended, to predict the next one's time
     save(state)
     run = functools.partial(S.sgd, n) if sgd else functools.partial(F.fuse, None)
     state = run(state=state, progress=cfg["inner_progress"], on_chunk=on_chunk,
