@@ -215,7 +215,7 @@ def test_campaign_tasks_queue_their_restarts_in_task_order():
 
 
 class _Clock:
-    """A stand-in for the ``time`` module in ``latticeq.design.search``: it moves only when a
+    """A stand-in for the ``time`` module in ``latticeq.design.search`` and ``.nsm``: it moves only when a
     patched kernel says its chunk took 100 s, so pause decisions are deterministic."""
 
     def __init__(self):
@@ -233,7 +233,7 @@ def test_estimate_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_pat
     straight result."""
     import numpy as np
 
-    from latticeq.design import search
+    from latticeq.design import nsm, search
 
     B = np.array([[1.0, 0, 0], [0.5, 0.9, 0], [0.3, 0.2, 1.1]])
     straight = search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000)
@@ -244,6 +244,7 @@ def test_estimate_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_pat
         return real(*a)
 
     monkeypatch.setattr(search, "time", clock)
+    monkeypatch.setattr(nsm, "time", clock)  # the budget check's clock
     monkeypatch.setattr(search.K, "nsm_moments", chunk_of_100_s)
     st = tmp_path / "final-nsm.json"
     with pytest.raises(SearchPaused, match="2000/5000 points"):
@@ -257,7 +258,7 @@ def test_estimate_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_pat
 def test_restart_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path, monkeypatch):
     """The same for optimizer chunks: 500-step SGD chunks of 100 s and a 250 s budget stop a
     restart at step 1000 of 3000, and the resumed search equals a straight one."""
-    from latticeq.design import search
+    from latticeq.design import nsm, search
     from latticeq.design import sgd as S
 
     kw = dict(sgd_overrides={"steps": 3000}, chunk=500, checkpoint_every=1e9, **SMALL)
@@ -269,6 +270,7 @@ def test_restart_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path
         return real(state, chunk)
 
     monkeypatch.setattr(search, "time", clock)
+    monkeypatch.setattr(nsm, "time", clock)
     monkeypatch.setattr(S, "sgd_advance", chunk_of_100_s)
     with pytest.raises(SearchPaused, match="paused at step 1000 of 3000"):
         run_search(5, "sgd", out=tmp_path / "a", deadline=clock.t + 250.0, **kw)
@@ -277,3 +279,61 @@ def test_restart_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path
     assert rec["step"] == 1000 and rec["status"] == "running"
     resumed = run_search(5, "sgd", out=tmp_path / "a", resume=True, **kw)
     assert resumed.nsm == straight.nsm and (resumed.generator == straight.generator).all()
+
+
+def test_reestimate_pauses_inside_its_budget_and_the_same_call_continues(tmp_path, monkeypatch):
+    """``latticeq nsm FILE --update --budget-hours``: batches of 100 s and a 250 s budget stop the
+    re-estimate after two batches with the file untouched and the checkpoint kept; the same call
+    again (at least one batch per leg) finishes with the straight result, recorded in the file."""
+    from latticeq.design import nsm
+    from latticeq.lattice import Lattice, catalog
+
+    def saved(name):
+        path = tmp_path / name
+        Lattice(catalog.get("D4").generator, name="mine").to_json(path)
+        return path
+
+    straight = nsm.reestimate(saved("n4-straight.json"), samples=6000, seed=3, progress=False)
+    path = saved("n4-paused.json")
+    before = path.read_bytes()
+    clock, real = _Clock(), Lattice.closest_point
+
+    def batch_of_100_s(self, X):
+        clock.t += 100.0
+        return real(self, X)
+
+    monkeypatch.setattr(nsm, "time", clock)
+    monkeypatch.setattr(Lattice, "closest_point", batch_of_100_s)
+    # 6000 points come in batches of 6000 // 32 = 187
+    with pytest.raises(SearchPaused, match="paused at 374/6000 points"):
+        nsm.reestimate(path, samples=6000, seed=3, progress=False, deadline=clock.t + 250.0)
+    assert clock.t - 1.0e6 == 200.0  # stopped inside the budget
+    assert path.read_bytes() == before  # the file is written only with the finished estimate
+    state = tmp_path / ".nsm-state" / "n4-paused-s3-n6000.json"
+    assert json.loads(state.read_text())["done"] == 374
+    with pytest.raises(SearchPaused, match="paused at 561/6000 points"):  # a leg runs at least one batch
+        nsm.reestimate(path, samples=6000, seed=3, progress=False, deadline=clock.t + 50.0)
+    r = nsm.reestimate(path, samples=6000, seed=3, progress=False)
+    assert (r.nsm, r.stderr) == (straight.nsm, straight.stderr)
+    assert json.loads(path.read_text())["nsm"]["value"] == straight.nsm and not state.exists()
+
+
+def test_nsm_budget_hours_cli(tmp_path):
+    """The CLI: --budget-hours needs --update (its checkpoint); a spent budget pauses with exit
+    status 3 and leaves the file as it was; the same command without the budget finishes."""
+    from latticeq.lattice import Lattice, catalog
+
+    path = tmp_path / "n4-x.json"
+    Lattice(catalog.get("D4").generator, name="mine").to_json(path)
+    before = path.read_bytes()
+    runner = CliRunner()
+    r = runner.invoke(main, ["nsm", "D4", "--samples", "2000", "--budget-hours", "1"])
+    assert r.exit_code != 0 and "use it with --update" in r.output
+    r = runner.invoke(main, ["nsm", str(path), "--samples", "2000", "--seed", "4", "--update",
+                             "--budget-hours", "1e-9", "--no-progress"])
+    assert r.exit_code == 3 and "paused: NSM estimate paused at 62/2000 points" in r.output, r.output
+    assert path.read_bytes() == before
+    r = runner.invoke(main, ["nsm", str(path), "--samples", "2000", "--seed", "4", "--update", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(path.read_text())["provenance"]["nsm_samples"] == 2000
+    assert not list((tmp_path / ".nsm-state").glob("*.json"))

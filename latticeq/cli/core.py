@@ -26,11 +26,17 @@ from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_
               help="With --update: add the new estimate to the file's (a re-estimate on another seed) instead of "
                    "replacing it; the file records their sample-weighted mean and its standard error, and keeps "
                    "each estimate under provenance.nsm_parts.")
+@click.option("--budget-hours", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --update: checkpoint and stop (exit status 3) within this many hours, leaving the "
+                   "file as it was: a batch that would end past it is not started (at least one runs); the "
+                   "same command continues the estimate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def nsm(lattice, samples, seed, target_stderr, decoder, update, pool, as_json, no_progress):
+def nsm(lattice, samples, seed, target_stderr, decoder, update, pool, budget_hours, as_json, no_progress):
     """Estimate the normalized second moment of LATTICE (catalog name or saved JSON)."""
-    from latticeq.design.nsm import estimate_nsm, reestimate, sphere_bound
+    import time
+
+    from latticeq.design.nsm import SearchPaused, estimate_nsm, reestimate, sphere_bound
     from latticeq.lattice import catalog
 
     L = load_lattice_arg(lattice)
@@ -43,15 +49,21 @@ def nsm(lattice, samples, seed, target_stderr, decoder, update, pool, as_json, n
         fail("--pool adds to the estimate recorded in a file: use it with --update")
     if update and target_stderr is not None:
         fail("--update records a fixed-size estimate: drop --target-stderr")
+    if budget_hours is not None and not update:
+        fail("--budget-hours pauses into the checkpoint that --update keeps: use it with --update")
     try:
         if update:
             r = reestimate(lattice, samples=samples, seed=seed, decoder=decoder, pool=pool,
-                           progress=not (no_progress or as_json))
+                           progress=not (no_progress or as_json),
+                           deadline=None if budget_hours is None else time.time() + 3600 * budget_hours)
         else:
             r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
                              progress=not (no_progress or as_json), decoder=decoder)
     except ValueError as exc:
         fail(str(exc))
+    except SearchPaused as exc:
+        click.echo(f"paused: {exc}", err=True)
+        raise SystemExit(3) from None
     out = {"lattice": L.name or lattice, **r.to_dict(), "reference": ref,
            "sigmas": r.sigmas_from(ref) if ref is not None else None, "sphere_bound": sphere_bound(L.dim)}
     if as_json:

@@ -41,10 +41,24 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NSMResult", "estimate_nsm", "reestimate", "sphere_bound", "STATE_FORMAT"]
+__all__ = ["NSMResult", "SearchPaused", "estimate_nsm", "reestimate", "sphere_bound", "STATE_FORMAT"]
 
 #: format tag of an estimate's checkpoint file
 STATE_FORMAT = "latticeq.nsm-state/1"
+
+
+class SearchPaused(RuntimeError):
+    """A search or NSM estimate stopped at its deadline after checkpointing; resuming it (the
+    search's ``resume=True``, or the same estimate again) continues where it stopped."""
+
+
+def _would_overrun(deadline: float | None, next_seconds: float) -> bool:
+    """Whether work taking ``next_seconds`` (the last chunk's time), started now, would end at or
+    past ``deadline`` (a ``time.time()``; ``None``: no deadline). Long jobs check this between
+    chunks, so they pause at the last checkpoint that fits the budget instead of one chunk after
+    it (a fusion chunk takes minutes at n = 32). The first chunk of each leg always runs, so
+    every leg makes progress."""
+    return deadline is not None and time.time() + next_seconds >= deadline
 
 
 def sphere_bound(n: int) -> float:
@@ -115,7 +129,7 @@ def _load_state(path: Path, settings: dict):
 
 def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, target_stderr: float | None = None,
                  batch: int | None = None, progress: bool = True, decoder: str = "latticeq",
-                 state=None, checkpoint_every: float = 60.0) -> NSMResult:
+                 state=None, checkpoint_every: float = 60.0, deadline: float | None = None) -> NSMResult:
     """Monte Carlo estimate of the NSM G(Λ) with its standard error.
 
     Parameters
@@ -140,6 +154,10 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
         end; if it exists, the estimate continues from it (same lattice and settings, else a
         ValueError names the difference). Needs an integer ``seed``. The caller deletes it
         once the result is safely stored.
+    deadline : float, optional
+        A ``time.time()``: a batch predicted (by the last one's time) to end at or past it is not
+        started; the estimate saves ``state`` and raises :class:`SearchPaused` instead, and the
+        same call again continues it. Needs ``state``. Each call runs at least one batch.
     """
     from latticeq.lattice import Lattice
 
@@ -164,6 +182,8 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
             return fpylll_closest(lattice.generator, X)[0]
     else:
         raise ValueError(f"unknown decoder {decoder!r}; allowed: latticeq, fpylll")
+    if deadline is not None and state is None:
+        raise ValueError("a deadline needs a state file to pause into")
 
     n = lattice.dim
     B = lattice.generator
@@ -219,6 +239,7 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
             if target_stderr is not None and len(means) >= 10 and stats()[1] <= target_stderr:
                 break
             m = min(batch, samples - done)
+            t_batch = time.perf_counter()
             X = rng.random((m, n)) @ B
             E = X - closest(X)
             S += E.T @ E
@@ -228,9 +249,14 @@ def estimate_nsm(lattice, samples: int = 1_000_000, seed: int | None = 0, *, tar
             if progress:
                 est, se = stats()
                 bar.update(task, completed=done, description=f"NSM {label} {est:.7f} ± {se:.1e}")
-            if state is not None and time.perf_counter() - last_save >= checkpoint_every:
-                save()
-                last_save = time.perf_counter()
+            if state is not None and done < samples:
+                if _would_overrun(deadline, time.perf_counter() - t_batch):
+                    save()
+                    raise SearchPaused(f"NSM estimate paused at {done}/{samples} points (budget reached); "
+                                       "the same command continues it")
+                if time.perf_counter() - last_save >= checkpoint_every:
+                    save()
+                    last_save = time.perf_counter()
     if state is not None:
         save()
     nsm, se = stats()
@@ -277,7 +303,8 @@ def _pool_parts(d: dict, digest: str, path, seed: int) -> list[dict]:
 
 
 def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "latticeq", pool: bool = False,
-               state_dir=None, checkpoint_every: float = 60.0, progress: bool = True) -> NSMResult:
+               state_dir=None, checkpoint_every: float = 60.0, progress: bool = True,
+               deadline: float | None = None) -> NSMResult:
     """Re-estimate the NSM of a saved lattice (``latticeq.lattice`` JSON) on fresh points and
     record it in the file.
 
@@ -298,7 +325,8 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
     The estimate checkpoints to ``state_dir/<file stem>-s<seed>-n<samples>.json`` (default
     ``.nsm-state`` beside the file), so an interrupted re-estimate resumes; the checkpoint is
     removed once the file is written. Use a seed other than the search's, so the points are
-    fresh.
+    fresh. ``deadline`` (a ``time.time()``): pause there as :func:`estimate_nsm` does, leaving the
+    file as it was; the same call again continues the estimate.
     """
     from latticeq import __version__
     from latticeq.io import atomic_write_json
@@ -325,7 +353,7 @@ def reestimate(path, samples: int = 10**7, seed: int = 2026, *, decoder: str = "
     tag = "" if decoder == "latticeq" else f"-{decoder}"
     state = state_dir / f"{path.stem}-s{seed}-n{samples}{tag}.json"
     r = estimate_nsm(L, samples=samples, seed=seed, progress=progress, state=state, decoder=decoder,
-                     checkpoint_every=checkpoint_every)
+                     checkpoint_every=checkpoint_every, deadline=deadline)
     d, L2 = read()
     digest = _generator_digest(L)
     if _generator_digest(L2) != digest:

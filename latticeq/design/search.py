@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from latticeq.design import _kernels as K
+from latticeq.design.nsm import SearchPaused, _would_overrun
 from latticeq.io import atomic_write_json
 from latticeq.progress import format_duration
 
@@ -102,19 +103,6 @@ def _drop(bar, task) -> None:
     remove = getattr(bar, "remove_task", None)
     if remove is not None:
         remove(task)
-
-
-class SearchPaused(RuntimeError):
-    """A search stopped at its deadline after checkpointing; ``resume=True`` continues it."""
-
-
-def _would_overrun(deadline: float | None, next_seconds: float) -> bool:
-    """Whether work taking ``next_seconds`` (the last chunk's time), started now, would end at or
-    past ``deadline`` (a ``time.time()``; ``None``: no deadline). Long jobs check this between
-    chunks, so they pause at the last checkpoint that fits the budget instead of one chunk after
-    it (a fusion chunk takes minutes at n = 32). The first chunk of each leg always runs, so
-    every leg makes progress."""
-    return deadline is not None and time.time() + next_seconds >= deadline
 
 
 def estimate_nsm_mc(generator, samples: int = 10**7, seed: int = 0, progress: bool = False,
