@@ -227,25 +227,34 @@ class _Clock:
     monotonic = perf_counter = time
 
 
+def _chunks_take_100_s(monkeypatch, owner, name):
+    """Put the search and NSM modules on a :class:`_Clock` and make ``owner.name`` (called once a
+    chunk or batch) take 100 s on it; returns the clock."""
+    from latticeq.design import nsm, search
+
+    clock, real = _Clock(), getattr(owner, name)
+
+    def slow(*args):
+        clock.t += 100.0
+        return real(*args)
+
+    for module in (search, nsm):
+        monkeypatch.setattr(module, "time", clock)
+    monkeypatch.setattr(owner, name, slow)
+    return clock
+
+
 def test_estimate_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path, monkeypatch):
     """Chunks take 100 s and the budget is 250 s: the estimate stops after two chunks (the third
     would end at 300 s), not after the chunk that crosses the deadline; resuming gives the
     straight result."""
     import numpy as np
 
-    from latticeq.design import nsm, search
+    from latticeq.design import search
 
     B = np.array([[1.0, 0, 0], [0.5, 0.9, 0], [0.3, 0.2, 1.1]])
     straight = search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000)
-    clock, real = _Clock(), search.K.nsm_moments
-
-    def chunk_of_100_s(*a):
-        clock.t += 100.0
-        return real(*a)
-
-    monkeypatch.setattr(search, "time", clock)
-    monkeypatch.setattr(nsm, "time", clock)  # the budget check's clock
-    monkeypatch.setattr(search.K, "nsm_moments", chunk_of_100_s)
+    clock = _chunks_take_100_s(monkeypatch, search.K, "nsm_moments")
     st = tmp_path / "final-nsm.json"
     with pytest.raises(SearchPaused, match="2000/5000 points"):
         search.estimate_nsm_mc(B, 5000, seed=3, chunk=1000, state=st, deadline=clock.t + 250.0)
@@ -258,20 +267,11 @@ def test_estimate_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_pat
 def test_restart_pauses_before_a_chunk_that_would_end_past_the_deadline(tmp_path, monkeypatch):
     """The same for optimizer chunks: 500-step SGD chunks of 100 s and a 250 s budget stop a
     restart at step 1000 of 3000, and the resumed search equals a straight one."""
-    from latticeq.design import nsm, search
     from latticeq.design import sgd as S
 
     kw = dict(sgd_overrides={"steps": 3000}, chunk=500, checkpoint_every=1e9, **SMALL)
     straight = run_search(5, "sgd", out=tmp_path / "b", **kw)
-    clock, real = _Clock(), S.sgd_advance
-
-    def chunk_of_100_s(state, chunk):
-        clock.t += 100.0
-        return real(state, chunk)
-
-    monkeypatch.setattr(search, "time", clock)
-    monkeypatch.setattr(nsm, "time", clock)
-    monkeypatch.setattr(S, "sgd_advance", chunk_of_100_s)
+    clock = _chunks_take_100_s(monkeypatch, S, "sgd_advance")
     with pytest.raises(SearchPaused, match="paused at step 1000 of 3000"):
         run_search(5, "sgd", out=tmp_path / "a", deadline=clock.t + 250.0, **kw)
     assert clock.t - 1.0e6 == 200.0
@@ -296,14 +296,7 @@ def test_reestimate_pauses_inside_its_budget_and_the_same_call_continues(tmp_pat
     straight = nsm.reestimate(saved("n4-straight.json"), samples=6000, seed=3, progress=False)
     path = saved("n4-paused.json")
     before = path.read_bytes()
-    clock, real = _Clock(), Lattice.closest_point
-
-    def batch_of_100_s(self, X):
-        clock.t += 100.0
-        return real(self, X)
-
-    monkeypatch.setattr(nsm, "time", clock)
-    monkeypatch.setattr(Lattice, "closest_point", batch_of_100_s)
+    clock = _chunks_take_100_s(monkeypatch, Lattice, "closest_point")
     # 6000 points come in batches of 6000 // 32 = 187
     with pytest.raises(SearchPaused, match="paused at 374/6000 points"):
         nsm.reestimate(path, samples=6000, seed=3, progress=False, deadline=clock.t + 250.0)
