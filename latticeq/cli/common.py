@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -13,6 +15,8 @@ from latticeq.io import atomic_write
 
 #: exit status of every user error (bad option, bad file, refused output), in every command
 USER_ERROR = 2
+#: exit status of a long job stopped by its --budget-hours (checkpointed; running it again continues)
+PAUSED = 3
 
 
 def grid_options(f):
@@ -37,6 +41,24 @@ def grid_options(f):
 #: ``--no-incoherence``, shared by ``quantize`` and ``quantize-layer``
 no_incoherence_option = click.option("--no-incoherence", is_flag=True,
                                      help="Vector codebooks: skip the randomized Hadamard transforms.")
+
+
+def budget_deadline(budget_hours: float | None) -> float | None:
+    """The ``time.time()`` at which a ``--budget-hours`` budget that starts now runs out (None: no budget)."""
+    return None if budget_hours is None else time.time() + 3600.0 * budget_hours
+
+
+@contextlib.contextmanager
+def exit_when_paused():
+    """A long job that pauses at its budget (``SearchPaused``, after checkpointing) ends the command
+    with ``paused: …`` on stderr and exit status :data:`PAUSED`."""
+    from latticeq.design.nsm import SearchPaused
+
+    try:
+        yield
+    except SearchPaused as exc:
+        click.echo(f"paused: {exc}", err=True)
+        raise SystemExit(PAUSED) from None
 
 
 def fail(message: str, code: int = USER_ERROR):

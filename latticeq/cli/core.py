@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_arg
+from latticeq.cli.common import atomic_save_npy, budget_deadline, exit_when_paused, fail, load_array, load_lattice_arg
 
 
 @click.command()
@@ -34,9 +34,7 @@ from latticeq.cli.common import atomic_save_npy, fail, load_array, load_lattice_
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def nsm(lattice, samples, seed, target_stderr, decoder, update, pool, budget_hours, as_json, no_progress):
     """Estimate the normalized second moment of LATTICE (catalog name or saved JSON)."""
-    import time
-
-    from latticeq.design.nsm import SearchPaused, estimate_nsm, reestimate, sphere_bound
+    from latticeq.design.nsm import estimate_nsm, reestimate, sphere_bound
     from latticeq.lattice import catalog
 
     L = load_lattice_arg(lattice)
@@ -52,18 +50,15 @@ def nsm(lattice, samples, seed, target_stderr, decoder, update, pool, budget_hou
     if budget_hours is not None and not update:
         fail("--budget-hours pauses into the checkpoint that --update keeps: use it with --update")
     try:
-        if update:
-            r = reestimate(lattice, samples=samples, seed=seed, decoder=decoder, pool=pool,
-                           progress=not (no_progress or as_json),
-                           deadline=None if budget_hours is None else time.time() + 3600 * budget_hours)
-        else:
-            r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
-                             progress=not (no_progress or as_json), decoder=decoder)
+        with exit_when_paused():
+            if update:
+                r = reestimate(lattice, samples=samples, seed=seed, decoder=decoder, pool=pool,
+                               progress=not (no_progress or as_json), deadline=budget_deadline(budget_hours))
+            else:
+                r = estimate_nsm(L, samples=samples, seed=seed, target_stderr=target_stderr,
+                                 progress=not (no_progress or as_json), decoder=decoder)
     except ValueError as exc:
         fail(str(exc))
-    except SearchPaused as exc:
-        click.echo(f"paused: {exc}", err=True)
-        raise SystemExit(3) from None
     out = {"lattice": L.name or lattice, **r.to_dict(), "reference": ref,
            "sigmas": r.sigmas_from(ref) if ref is not None else None, "sphere_bound": sphere_bound(L.dim)}
     if as_json:

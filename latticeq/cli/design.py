@@ -45,9 +45,8 @@ from latticeq.design.search import METHODS, PRESETS
 def search_cmd(dim, method, preset, restarts, seed, out, resume, checkpoints, budget_hours, ray_address,
                workers, final_samples, init_path, name, steps, mu0, start_noise, checkpoint_every, no_progress):
     """Search for a lattice quantizer; writes OUT/n{DIM}-{METHOD}.json."""
-    import time
-
-    from latticeq.design.search import SearchPaused, run_search
+    from latticeq.cli.common import budget_deadline, exit_when_paused
+    from latticeq.design.search import run_search
     from latticeq.io import check_writable_folder
 
     check_writable_folder(out, what="--out")
@@ -67,18 +66,15 @@ def search_cmd(dim, method, preset, restarts, seed, out, resume, checkpoints, bu
     else:
         fusion_over = {k: v for k, v in (("steps", steps), ("noise", start_noise)) if v is not None} or None
     try:
-        res = run_search(dim, method, preset=preset, restarts=restarts, seed=seed, out=out,
-                         resume=resume, ray=ray_address, workers=workers,
-                         final_samples=final_samples, init=init, name=name,
-                         fusion_overrides=fusion_over, sgd_overrides=sgd_over,
-                         checkpoint_every=checkpoint_every, progress=not no_progress,
-                         checkpoints=checkpoints,
-                         deadline=None if budget_hours is None else time.time() + 3600 * budget_hours)
+        with exit_when_paused():
+            res = run_search(dim, method, preset=preset, restarts=restarts, seed=seed, out=out,
+                             resume=resume, ray=ray_address, workers=workers,
+                             final_samples=final_samples, init=init, name=name,
+                             fusion_overrides=fusion_over, sgd_overrides=sgd_over,
+                             checkpoint_every=checkpoint_every, progress=not no_progress,
+                             checkpoints=checkpoints, deadline=budget_deadline(budget_hours))
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    except SearchPaused as exc:
-        click.echo(f"paused: {exc}", err=True)
-        raise SystemExit(3) from None
     click.echo(f"n={res.dim} {res.method}: NSM = {res.nsm:.7f} ± {res.stderr:.7f} "
                f"({res.samples} samples) -> {res.path}")
 
