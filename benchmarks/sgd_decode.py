@@ -60,13 +60,9 @@ def _targets(Lt, samples, seed):
     np.random.seed(seed)
     n = Lt.shape[0]
     X = np.empty((samples, n))
+    z = np.empty(n)
     for r in range(samples):
-        z = np.random.random(n)
-        for j in range(n):
-            s = 0.0
-            for i in range(j, n):
-                s += z[i] * Lt[i, j]
-            X[r, j] = s
+        K.random_point(Lt, z, X[r])
     return X
 
 

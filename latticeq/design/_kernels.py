@@ -86,6 +86,20 @@ def retriangularize(B):
             B[i, j] = L[i, j] * s if j <= i else 0.0
 
 
+@njit(cache=True, nogil=True)
+def random_point(Lt, z, x):
+    """Draw ``z`` uniform in [0, 1)^n (numba's global generator) and set ``x = z @ Lt``: a point
+    uniform in the fundamental parallelepiped of the lower-triangular ``Lt``."""
+    n = Lt.shape[0]
+    for i in range(n):
+        z[i] = np.random.random()
+    for j in range(n):
+        s = 0.0
+        for i in range(j, n):
+            s += z[i] * Lt[i, j]
+        x[j] = s
+
+
 @njit(cache=True)
 def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
     """Run steps ``t_start <= t < t_stop`` of Agrell–Allen Algorithm 1 in place on ``B``.
@@ -121,13 +135,7 @@ def sgd_chunk(B, t_start, t_stop, T, mu0, nu, reduce_every, batch, seed):
                 for j in range(i + 1):
                     grad[i, j] = 0.0
         for b in range(batch):
-            for i in range(n):
-                z[i] = np.random.random()
-            for j in range(n):
-                s = 0.0
-                for i in range(j, n):
-                    s += z[i] * B[i, j]
-                x[j] = s
+            random_point(B, z, x)
             decode_one(B, inv, x, lo, hi, 0, S, dist, ctr, iw, bu)
             for i in range(n):
                 y[i] = z[i] - bu[i]
@@ -177,13 +185,7 @@ def nsm_moments(Lt, samples, seed):
     s1 = 0.0
     s2 = 0.0
     for r in range(samples):
-        for i in range(n):
-            z[i] = np.random.random()
-        for j in range(n):
-            s = 0.0
-            for i in range(j, n):
-                s += z[i] * Lt[i, j]
-            x[j] = s
+        random_point(Lt, z, x)
         d2, _, _ = decode_one(Lt, inv, x, lo, hi, 0, S, dist, ctr, iw, bu)
         d = d2 / n
         s1 += d
