@@ -206,3 +206,51 @@ def test_nsm_closed_forms_against_monte_carlo(name):
     e2 = (E ** 2).sum(1) / (n * L.volume ** (2.0 / n))
     G, se = e2.mean(), e2.std() / math.sqrt(m)
     assert abs(G - catalog.reference_nsm(name)) < 4 * se
+
+
+def _section(B, zero_cols, K=10**6):
+    """Integer rows spanning {x in the row lattice of B : x[zero_cols] = 0}, and a completing basis.
+
+    LLL on the rows of B with the zero_cols columns scaled by K puts a basis of that section (a
+    primitive sublattice) first; the rows after it complete it to a basis of the whole lattice."""
+    from fpylll import LLL, IntegerMatrix
+
+    E = np.array(B, dtype=object)
+    E[:, zero_cols] *= K
+    A = IntegerMatrix.from_matrix([[int(v) for v in row] for row in E])
+    LLL.reduction(A)
+    R = np.array([[A[i, j] for j in range(A.ncols)] for i in range(A.nrows)], dtype=object)
+    R[:, zero_cols] //= K
+    on = [i for i in range(len(R)) if not any(R[i, zero_cols])]
+    assert on == list(range(len(on)))  # the section first, as LLL with a large K guarantees
+    return R[: len(on)].astype(np.int64), R[len(on):].astype(np.int64)
+
+
+def test_leech_is_lambda16_glued_to_e8_on_an_octad():
+    """Λ24 lies in the triangular family of BW16 × E8 (README, n = 24): its vectors vanishing on an
+    octad form Λ16 (volume 16, kissing number 4320), those on the octad √2E8 (volume 16, 240), and
+    Λ24's projection onto the octad is E8/√2 (volume 1/16); so a basis of Λ24 is block-triangular
+    with Λ16 and a scaled E8 on the diagonal, the 2⁸ glue classes below."""
+    from latticeq.lattice.lattice import Lattice
+
+    code = catalog._golay_code()
+    words = (np.array([[(w >> i) & 1 for i in range(12)] for w in range(4096)]) @ code) % 2
+    octad = np.flatnonzero(words[np.flatnonzero(words.sum(1) == 8)[0]])
+    rest = np.setdiff1d(np.arange(24), octad)
+    B = catalog._int_basis(catalog._leech_generators())  # √8·Λ24, integer rows
+    off, glue = _section(B, octad)  # vectors vanishing on the octad, then 8 completing rows
+    on, _ = _section(B, rest)
+    assert off.shape == (16, 24) and on.shape == (8, 24)
+    lam16 = Lattice(off[:, rest] / math.sqrt(8.0))
+    e8 = Lattice(on[:, octad] / math.sqrt(8.0))
+    proj = Lattice(glue[:, octad] / math.sqrt(8.0))  # the diagonal block below Λ16
+    assert lam16.volume == pytest.approx(16.0) and lam16.minimum_norm() == pytest.approx(4.0)
+    assert lam16.kissing_number() == 4320
+    assert e8.volume == pytest.approx(16.0) and e8.minimum_norm() == pytest.approx(4.0)
+    assert e8.kissing_number() == 240
+    assert proj.volume == pytest.approx(1 / 16) and proj.minimum_norm() == pytest.approx(1.0)
+    assert proj.kissing_number() == 240
+    # [Λ24 : Λ16 ⊕ √2E8] = 16·16 / 1 = 2⁸, and the block-triangular basis generates all of Λ24
+    assert lam16.volume * e8.volume == pytest.approx(2**8)
+    full = np.vstack([off, glue])
+    assert abs(round(np.linalg.det(full.astype(float)))) == abs(round(np.linalg.det(B.astype(float))))
