@@ -213,13 +213,10 @@ def _section(B, zero_cols, K=10**6):
 
     LLL on the rows of B with the zero_cols columns scaled by K puts a basis of that section (a
     primitive sublattice) first; the rows after it complete it to a basis of the whole lattice."""
-    from fpylll import LLL, IntegerMatrix
-
     E = np.array(B, dtype=object)
     E[:, zero_cols] *= K
-    A = IntegerMatrix.from_matrix([[int(v) for v in row] for row in E])
-    LLL.reduction(A)
-    R = np.array([[A[i, j] for j in range(A.ncols)] for i in range(A.nrows)], dtype=object)
+    R = catalog._int_basis(E)  # fpylll LLL of the scaled rows
+    assert len(R) == len(B) and not any(v % K for v in R[:, zero_cols].ravel())
     R[:, zero_cols] //= K
     on = [i for i in range(len(R)) if not any(R[i, zero_cols])]
     assert on == list(range(len(on)))  # the section first, as LLL with a large K guarantees
