@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from latticeq.cli.common import budget_deadline, exit_when_paused
 from latticeq.design.search import METHODS, PRESETS
 
 
@@ -45,7 +46,6 @@ from latticeq.design.search import METHODS, PRESETS
 def search_cmd(dim, method, preset, restarts, seed, out, resume, checkpoints, budget_hours, ray_address,
                workers, final_samples, init_path, name, steps, mu0, start_noise, checkpoint_every, no_progress):
     """Search for a lattice quantizer; writes OUT/n{DIM}-{METHOD}.json."""
-    from latticeq.cli.common import budget_deadline, exit_when_paused
     from latticeq.design.search import run_search
     from latticeq.io import check_writable_folder
 
