@@ -49,9 +49,8 @@ def _naive_sequential(model, windows, grid, method, act_order, batch_size):
     codes = {}
     for bi, block in enumerate(blocks):
         mods = pl.find_linears(block)
-        h, c = pl.capture_block_inputs(model, windows, batch_size=batch_size)  # model's own inputs
-        groups = pl.linear_groups(block, *pl.capture_block_inputs(model, windows, batch_size=batch_size)) if bi == 0 else groups0
-        groups0 = groups
+        # layers grouped by shared input, traced on the model's own block inputs (same shapes in every block)
+        groups = pl.linear_groups(block, *pl.capture_block_inputs(model, windows, batch_size=batch_size))
         for group in groups:
             n = mods[group[0]].weight.shape[1]
             acc = HessianAccumulator(n)
