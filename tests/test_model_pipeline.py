@@ -47,10 +47,12 @@ def _naive_sequential(model, windows, grid, method, act_order, batch_size):
     """True-sequential GPTQ the slow way: for each group, run the whole model with hooks."""
     name, blocks = pl.find_blocks(model)
     codes = {}
+    # the model's own block inputs (the embeddings: quantizing blocks does not change them) trace every
+    # block's layers grouped by shared input (the same shapes in every block)
+    h, c = pl.capture_block_inputs(model, windows, batch_size=batch_size)
     for bi, block in enumerate(blocks):
         mods = pl.find_linears(block)
-        # layers grouped by shared input, traced on the model's own block inputs (same shapes in every block)
-        groups = pl.linear_groups(block, *pl.capture_block_inputs(model, windows, batch_size=batch_size))
+        groups = pl.linear_groups(block, h, c)
         for group in groups:
             n = mods[group[0]].weight.shape[1]
             acc = HessianAccumulator(n)
